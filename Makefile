@@ -1,0 +1,36 @@
+# The two commands: `make run` and `make test` (CONTRACT section 1). Both bootstrap .venv/ from nothing.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CONFIG ?= config/default.yaml
+
+.PHONY: run test lint typecheck scenarios clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# Stamps re-install only when pyproject.toml changes, so a second `make` is fast.
+$(VENV)/.installed-run: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@ $(VENV)/.installed-run
+
+run: $(VENV)/.installed-run
+	$(BIN)/cds-service serve --config $(CONFIG)
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check cds_service tests benchmarks
+	$(BIN)/mypy --strict cds_service/rules cds_service/facts.py
+
+test: lint
+	$(BIN)/python -m pytest -q
+
+scenarios: $(VENV)/.installed-test
+	$(BIN)/python ../shared/tools/check_scenarios.py . ../shared/scenarios
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

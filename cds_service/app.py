@@ -1,0 +1,67 @@
+"""create_app: the bootstrap that loads configuration and wires the store, renderer and blueprints."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from flask import Flask, Response
+from flask_cors import CORS
+
+from cds_service import config as configuration
+from cds_service import protocol, rules
+from cds_service.cards import CardRenderer, load_templates
+from cds_service.errors import ConfigError, Unauthorized
+from cds_service.runtime import Runtime, fhir_client_factory
+from cds_service.store import FeedbackStore
+from cds_service.web import errors, health, hooks
+
+
+def create_app(config: str | os.PathLike[str] | None = None) -> Flask:
+    """Create and configure an instance of the Flask application."""
+    settings = configuration.load(config)
+    templates = load_templates()
+    missing = sorted(rule_id for rule_id in settings.enabled_rules() if rule_id not in rules.RULES)
+    missing += sorted(rule_id for rule_id in settings.enabled_rules() if rule_id not in templates)
+    if missing:
+        raise ConfigError(settings.source, [f"rules/{rule_id}: not implemented yet" for rule_id in missing])
+    store = FeedbackStore(settings.store_url)
+    store.create_schema()
+
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    indicators = {rule_id: r.indicator for rule_id, r in settings.rules.items() if r.indicator}
+    app.extensions["cds"] = Runtime(
+        settings=settings,
+        store=store,
+        renderer=CardRenderer(templates, indicators),
+        services=protocol.services(settings.close_hook),
+        make_fhir_client=fhir_client_factory(settings),
+    )
+    CORS(
+        app,
+        origins=list(settings.cors_origins),
+        allow_headers=["Authorization", "Content-Type"],
+        methods=["GET", "POST", "OPTIONS"],
+        max_age=86400,
+    )
+    errors.register(app)
+    app.register_blueprint(hooks.bp)
+    app.register_blueprint(health.bp)
+    if settings.auth_required:
+        require_jwt(app)
+    logging.getLogger("cds_service").setLevel(logging.INFO)
+    return app
+
+
+def require_jwt(app: Flask) -> None:
+    """Until JWT verification lands (issue 4), auth.required refuses every CDS call rather than trust it."""
+
+    @app.before_request
+    def _refuse() -> Response | None:
+        from flask import request
+
+        if request.method == "OPTIONS" or request.path == "/healthz":
+            return None
+        raise Unauthorized()

@@ -1,0 +1,99 @@
+"""The cds-service command: serve, evaluate, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from cds_service import config as configuration
+from cds_service.errors import ConfigError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cds-service", description="CDS Hooks service for injection billing.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve under gunicorn")
+    serve.add_argument("--config", help="YAML configuration (default: $CDS_SERVICE_CONFIG or config/default.yaml)")
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--workers", type=int)
+
+    evaluate = commands.add_parser("evaluate", help="print the CDS Hooks response for a saved request")
+    evaluate.add_argument("request", help="a CDS Hooks request as JSON")
+    evaluate.add_argument("--config")
+    evaluate.add_argument("--service", help="service id (default: the service of the request's hook)")
+
+    check = commands.add_parser("check-config", help="validate a configuration file against its JSON Schema")
+    check.add_argument("file")
+
+    args = parser.parse_args(argv)
+    handler = {"serve": run_serve, "evaluate": run_evaluate, "check-config": run_check_config}[args.command]
+    return handler(args)
+
+
+def run_check_config(args: argparse.Namespace) -> int:
+    try:
+        configuration.load(args.file)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"{args.file}: valid")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    try:
+        body = json.loads(Path(args.request).read_text(encoding="utf-8"))
+    except OSError as exc:
+        print(f"cannot read {args.request}: {exc.strerror}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"{args.request} is not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    try:
+        from cds_service.app import create_app
+
+        app = create_app(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    services = app.extensions["cds"].services
+    service_id = args.service or next(
+        (s.id for s in services.values() if isinstance(body, dict) and s.hook == body.get("hook")), None
+    )
+    if service_id is None:
+        print(f"{args.request}: its hook matches none of this service's hooks", file=sys.stderr)
+        return 2
+    response = app.test_client().post(f"/cds-services/{service_id}", json=body)
+    payload: Any = response.get_json(silent=True)
+    if response.status_code != 200:
+        issue = (payload or {}).get("issue", [{}])[0] if isinstance(payload, dict) else {}
+        print(f"HTTP {response.status_code}: {issue.get('diagnostics', response.status)}", file=sys.stderr)
+        return 2
+    print(json.dumps(payload, indent=2))
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    try:
+        settings = configuration.load(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    from cds_service.server import serve
+
+    return serve(
+        settings,
+        config_path=args.config,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        workers=args.workers or settings.workers,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""Configuration: YAML, checked against config/schema.json, turned into frozen Settings."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from cds_service.catalog import DrugCatalog
+from cds_service.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = ROOT / "config" / "schema.json"
+DEFAULT_CONFIG = ROOT / "config" / "default.yaml"
+DEFAULT_CLOSE_HOOK = "org.injection-billing.encounter-close"
+
+
+@dataclass(frozen=True)
+class RuleSettings:
+    enabled: bool
+    indicator: str | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FhirSettings:
+    allowed_servers: tuple[str, ...]
+    deadline_seconds: float = 4.0
+    max_pages: int = 5
+    max_response_bytes: int = 10 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Settings:
+    source: str
+    raw: Mapping[str, Any]
+    host: str
+    port: int
+    workers: int
+    timeout_seconds: float
+    max_body_bytes: int
+    max_json_depth: int
+    close_hook: str
+    auth_required: bool
+    fhir: FhirSettings
+    store_url: str
+    cors_origins: tuple[str, ...]
+    console_enabled: bool
+    console_token: str
+    facility_encounter_classes: frozenset[str]
+    facility_pos_codes: frozenset[str]
+    catalog: DrugCatalog
+    rules: Mapping[str, RuleSettings]
+
+    def enabled_rules(self) -> dict[str, Mapping[str, Any]]:
+        """Map each enabled rule id to its parameters."""
+        return {rule_id: r.params for rule_id, r in self.rules.items() if r.enabled}
+
+
+@cache
+def schema() -> dict[str, Any]:
+    with open(SCHEMA_PATH, encoding="utf-8") as fh:
+        loaded: dict[str, Any] = json.load(fh)
+    return loaded
+
+
+def problems(data: Any) -> list[str]:
+    """Every schema violation, each prefixed by its path in the document."""
+    validator = jsonschema.Draft202012Validator(schema())
+    found = []
+    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
+        path = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+        found.append(f"{path}: {error.message}")
+    return found
+
+
+def read(path: str | os.PathLike[str]) -> Any:
+    """Parse a YAML file, raising ConfigError for a missing or unreadable one."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except OSError as exc:
+        raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from None
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Settings:
+    """Load and check a configuration file; None means $CDS_SERVICE_CONFIG or config/default.yaml."""
+    if path is None:
+        path = os.environ.get("CDS_SERVICE_CONFIG") or DEFAULT_CONFIG
+    data = read(path)
+    found = problems(data)
+    if found:
+        raise ConfigError(str(path), found)
+    return build(data, str(path))
+
+
+def build(data: Mapping[str, Any], source: str) -> Settings:
+    """Turn a valid configuration document into Settings."""
+    server = data.get("server", {})
+    fhir = data["fhir"]
+    billing = data.get("billing", {})
+    console = data.get("console", {})
+    return Settings(
+        source=source,
+        raw=data,
+        host=server.get("host", "127.0.0.1"),
+        port=server.get("port", 8080),
+        workers=server.get("workers", 2),
+        timeout_seconds=server.get("timeout_seconds", 30),
+        max_body_bytes=server.get("max_body_bytes", 5 * 1024 * 1024),
+        max_json_depth=server.get("max_json_depth", 100),
+        close_hook=data.get("hooks", {}).get("close_hook", DEFAULT_CLOSE_HOOK),
+        auth_required=data["auth"]["required"],
+        fhir=FhirSettings(
+            allowed_servers=tuple(s.rstrip("/") for s in fhir["allowed_servers"]),
+            deadline_seconds=fhir.get("deadline_seconds", 4.0),
+            max_pages=fhir.get("max_pages", 5),
+            max_response_bytes=fhir.get("max_response_bytes", 10 * 1024 * 1024),
+        ),
+        store_url=data["store"]["url"],
+        cors_origins=tuple(data.get("cors", {}).get("origins", ["*"])),
+        console_enabled=console.get("enabled", False),
+        console_token=console.get("token", ""),
+        facility_encounter_classes=frozenset(billing.get("facility_encounter_classes", [])),
+        facility_pos_codes=frozenset(billing.get("facility_pos_codes", [])),
+        catalog=DrugCatalog(data["drugs"]),
+        rules={
+            rule_id: RuleSettings(
+                enabled=spec["enabled"],
+                indicator=spec.get("indicator"),
+                params={k: v for k, v in spec.items() if k not in ("enabled", "indicator")},
+            )
+            for rule_id, spec in data["rules"].items()
+        },
+    )

@@ -1,0 +1,440 @@
+"""Turn validated R4 resources into billing facts: one Injection per admin or draft order."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, Literal
+
+from cds_service.catalog import DrugCatalog, Product
+from cds_service.fhir.parse import Resources
+from cds_service.rules.model import ChargeLine, Injection, Quantity, RouteClass, Setting, Visit
+
+RXNORM_SYSTEMS = {"http://www.nlm.nih.gov/research/umls/rxnorm", "urn:oid:2.16.840.1.113883.6.88"}
+NDC_SYSTEMS = {"http://hl7.org/fhir/sid/ndc", "urn:oid:2.16.840.1.113883.6.69"}
+CPT_SYSTEMS = {"http://www.ama-assn.org/go/cpt", "urn:oid:2.16.840.1.113883.6.12"}
+HCPCS_SYSTEMS = {
+    "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
+    "http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
+    "urn:oid:2.16.840.1.113883.6.285",
+    "urn:oid:2.16.840.1.113883.6.14",
+}
+SNOMED = "http://snomed.info/sct"
+V3_ROUTE = "http://terminology.hl7.org/CodeSystem/v3-RouteOfAdministration"
+V2_ROUTE = "http://terminology.hl7.org/CodeSystem/v2-0162"
+NCI_SYSTEMS = {"http://ncicb.nci.nih.gov/xml/owl/EVS/Thesaurus.owl", "urn:oid:2.16.840.1.113883.3.26.1.1"}
+
+# Route codings seen in real data, by code system (BILLING-FACTS "Routes").
+ROUTE_CODES: dict[str, dict[str, RouteClass]] = {
+    SNOMED: {
+        "78421000": RouteClass.IM, "255559005": RouteClass.IM,
+        "34206005": RouteClass.SC, "263887005": RouteClass.SC,
+        "47625008": RouteClass.IV_PUSH, "255560000": RouteClass.IV_PUSH,
+        "58100008": RouteClass.INTRA_ARTERIAL, "26643006": RouteClass.ORAL,
+        "372464004": RouteClass.OTHER, "6064005": RouteClass.OTHER, "46713006": RouteClass.OTHER,
+        "37161004": RouteClass.OTHER, "447694001": RouteClass.OTHER, "54485002": RouteClass.OTHER,
+    },
+    V3_ROUTE: {
+        "IM": RouteClass.IM, "IMINJ": RouteClass.IM,
+        "SQ": RouteClass.SC, "SC": RouteClass.SC, "SUBCUT": RouteClass.SC,
+        "IVINJ": RouteClass.IV_PUSH, "IVPUSH": RouteClass.IV_PUSH, "IVINJBOL": RouteClass.IV_PUSH,
+        "IV": RouteClass.IV_PUSH, "IVINFUS": RouteClass.IV_INFUSION, "IVC": RouteClass.IV_INFUSION,
+        "IAINJ": RouteClass.INTRA_ARTERIAL, "IA": RouteClass.INTRA_ARTERIAL,
+        "PO": RouteClass.ORAL, "SWALLOW": RouteClass.ORAL,
+        "IDINJ": RouteClass.OTHER, "NASINHL": RouteClass.OTHER, "TOPICAL": RouteClass.OTHER,
+    },
+    V2_ROUTE: {
+        "IM": RouteClass.IM, "SC": RouteClass.SC, "IV": RouteClass.IV_PUSH, "IA": RouteClass.INTRA_ARTERIAL,
+        "PO": RouteClass.ORAL, "ID": RouteClass.OTHER, "NS": RouteClass.OTHER, "TP": RouteClass.OTHER,
+    },
+    "nci": {
+        "C28161": RouteClass.IM, "C38299": RouteClass.SC, "C38276": RouteClass.IV_PUSH,
+        "C38222": RouteClass.INTRA_ARTERIAL, "C38288": RouteClass.ORAL, "C38238": RouteClass.OTHER,
+    },
+}
+
+# Free-text routes, most specific first ("IV push" before "IV").
+ROUTE_TEXT: tuple[tuple[re.Pattern[str], RouteClass], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), route)
+    for pattern, route in (
+        (r"\b(iv\s*push|ivp|intravenous(ly)?\s+push|iv\s*bolus)\b", RouteClass.IV_PUSH),
+        (r"\b(iv\s*infusion|intravenous(ly)?\s+infusion|infus(ed|ion)|ivpb|iv\s*drip)\b", RouteClass.IV_INFUSION),
+        (r"\b(intra-?arterial(ly)?|i\.a\.)", RouteClass.INTRA_ARTERIAL),
+        (r"\b(im|i\.m\.|intramuscular(ly)?|intra-muscular(ly)?)\b", RouteClass.IM),
+        (r"\b(sc|sq|s\.c\.|subq|sub-q|sub\s*cut|subcut(aneous(ly)?)?|hypodermic)\b", RouteClass.SC),
+        (r"\b(iv|i\.v\.|intravenous(ly)?)\b", RouteClass.IV_PUSH),
+        (r"\b(po|p\.o\.|oral(ly)?|by mouth)\b", RouteClass.ORAL),
+    )
+)
+
+MASS_IN_UG = {"ug": Decimal(1), "mcg": Decimal(1), "µg": Decimal(1), "microgram": Decimal(1),
+              "micrograms": Decimal(1), "mg": Decimal(1000), "milligram": Decimal(1000),
+              "milligrams": Decimal(1000), "g": Decimal(1_000_000), "gram": Decimal(1_000_000)}
+VOLUME_UNITS = {"ml", "milliliter", "milliliters", "millilitre", "cc"}
+ACTIVITY_UNITS = {"[iu]": "[iU]", "iu": "[iU]", "u": "U", "unit": "U", "units": "U", "[u]": "U"}
+NON_BILLABLE_CHARGE = {"entered-in-error", "aborted"}
+
+
+@dataclass(frozen=True)
+class Terms:
+    """The configuration facts read: the drug catalog and the facility code lists."""
+
+    catalog: DrugCatalog
+    facility_classes: frozenset[str]
+    facility_pos: frozenset[str]
+
+
+def build(
+    resources: Resources,
+    terms: Terms,
+    *,
+    hook_kind: Literal["order-sign", "encounter"],
+    patient_id: str,
+    encounter_id: str | None,
+) -> Visit:
+    """Build the Visit the rules read: injections, history, captured charges and setting."""
+    enc = resources.encounter
+    if encounter_id is None and resources.orders:
+        encounter_id = next(filter(None, (ref_id(o.encounter, "Encounter") for o in resources.orders)), None)
+    if enc is not None and encounter_id is not None and enc.id != encounter_id:
+        enc = None  # not the encounter in context
+    tz = encounter_tz(enc)
+    dos = local_date(enc.period.start if enc and enc.period else None, tz)
+    encounter_ref = f"Encounter/{encounter_id}" if encounter_id else None
+    diagnoses = encounter_diagnoses(resources, encounter_ref)
+    admins = [
+        administration(ma, resources, terms.catalog, tz, diagnoses)
+        for ma in resources.administrations
+    ]
+    current = tuple(a for a, ma in zip(admins, resources.administrations, strict=True)
+                    if belongs(ma, encounter_ref, a.date_of_service, dos))
+    history = tuple(a for a in admins if a not in current)
+    if hook_kind == "order-sign":
+        order_dos = dos or dt.date.today()
+        current = tuple(order(mr, resources, terms.catalog, order_dos, tz, diagnoses) for mr in resources.orders)
+    return Visit(
+        hook_kind=hook_kind,
+        patient_ref=f"Patient/{patient_id}",
+        encounter_ref=encounter_ref,
+        setting=setting(enc, terms),
+        date_of_service=dos,
+        injections=current,
+        history=history,
+        charges=tuple(charge_lines(resources.charges, tz)),
+        invalid=tuple(resources.invalid),
+    )
+
+
+# --- references and time ------------------------------------------------------------------
+
+def ref_key(reference: str | None) -> str | None:
+    """'http://x/fhir/Encounter/1/_history/2' and 'Encounter/1' both become 'Encounter/1'."""
+    if not reference:
+        return None
+    parts = [p for p in reference.split("/") if p]
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return "/".join(parts[-2:]) if len(parts) >= 2 else reference
+
+
+def ref_id(ref: Any, rtype: str) -> str | None:
+    key = ref_key(getattr(ref, "reference", None))
+    if key and key.startswith(rtype + "/"):
+        return key.split("/", 1)[1]
+    return None
+
+
+def encounter_tz(enc: Any) -> dt.tzinfo | None:
+    """The encounter's local offset, from its period (the only time zone evidence in the data)."""
+    period = enc.period if enc is not None else None
+    for value in (period.start, period.end) if period else ():
+        if isinstance(value, dt.datetime) and value.tzinfo is not None:
+            return value.tzinfo
+    return None
+
+
+def local_date(value: Any, tz: dt.tzinfo | None) -> dt.date | None:
+    """Date of service of a FHIR date or dateTime, in the encounter's local time zone."""
+    if isinstance(value, dt.datetime):
+        if tz is not None and value.tzinfo is not None:
+            value = value.astimezone(tz)
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return None
+
+
+# --- drugs, routes and doses --------------------------------------------------------------
+
+def codings(concept: Any) -> list[Any]:
+    return list(getattr(concept, "coding", None) or [])
+
+
+def short_system(system: str | None) -> str | None:
+    if system in RXNORM_SYSTEMS:
+        return "rxnorm"
+    if system in NDC_SYSTEMS:
+        return "ndc"
+    if system in HCPCS_SYSTEMS:
+        return "hcpcs"
+    return None
+
+
+def medication_of(resource: Any, resources: Resources) -> tuple[Any, Any]:
+    """Return (CodeableConcept, Medication or None) for an admin or order, however it names its drug."""
+    if resource.medicationCodeableConcept is not None:
+        return resource.medicationCodeableConcept, None
+    reference = getattr(resource.medicationReference, "reference", None)
+    med = None
+    if reference and reference.startswith("#"):
+        med = next((c for c in resource.contained or [] if getattr(c, "id", None) == reference[1:]), None)
+    elif reference:
+        med = resources.medications.get(reference) or resources.medications.get(ref_key(reference) or "")
+    if med is None:
+        return getattr(resource.medicationReference, "display", None), None
+    return med.code, med
+
+
+def identify(concept: Any, med: Any, catalog: DrugCatalog) -> tuple[Product | None, bool, str | None]:
+    """Find the catalog product: by RxNorm, NDC or HCPCS coding, else by name. Returns (product, coded, text)."""
+    text = concept if isinstance(concept, str) else getattr(concept, "text", None)
+    for coding in codings(concept):
+        system = short_system(coding.system)
+        if system and coding.code:
+            product = catalog.product(system, coding.code)
+            if product is not None:
+                return product, True, text or coding.display
+        text = text or coding.display
+    names = [text] if text else []
+    if med is not None:
+        names += [getattr(i.itemCodeableConcept, "text", None) for i in med.ingredient or []]
+    for name in filter(None, names):
+        product = catalog.by_name(name)
+        if product is not None:
+            return product, False, text or name
+    return None, False, text
+
+
+def route_of(route: Any, texts: Iterable[str | None]) -> tuple[RouteClass, bool]:
+    """Classify a route from its standard coding, else from text. Returns (route, coded)."""
+    for coding in codings(route):
+        system = "nci" if coding.system in NCI_SYSTEMS else coding.system
+        found = ROUTE_CODES.get(system or "", {}).get((coding.code or "").strip())
+        if found is not None:
+            return found, True
+    candidates = [getattr(route, "text", None)] + [c.display for c in codings(route)] + list(texts)
+    for text in filter(None, candidates):
+        for pattern, found in ROUTE_TEXT:
+            if pattern.search(text):
+                return found, False
+    return RouteClass.UNKNOWN, False
+
+
+def to_billing_unit(dose: Any, product: Product | None, med: Any) -> Decimal | None:
+    """Express a dose Quantity in the drug's billing unit (ug, mg or mL x concentration)."""
+    if product is None or dose is None or dose.value is None:
+        return None
+    unit = (dose.code or dose.unit or "").strip().lower()
+    value = Decimal(dose.value)
+    target = product.drug.billing_unit.unit
+    if unit in VOLUME_UNITS:
+        per_ml = product.per_ml or strength_per_ml(med)
+        if per_ml is None:
+            return None
+        value, unit = value * per_ml.value, per_ml.unit.lower()
+    if unit in MASS_IN_UG and target.lower() in MASS_IN_UG:
+        return value * MASS_IN_UG[unit] / MASS_IN_UG[target.lower()]
+    if ACTIVITY_UNITS.get(unit) == ACTIVITY_UNITS.get(target.lower(), target):
+        return value
+    return None
+
+
+def strength_per_ml(med: Any) -> Quantity | None:
+    """Concentration from a Medication's single ingredient strength, as amount per mL."""
+    if med is None or len(med.ingredient or []) != 1 or med.ingredient[0].strength is None:
+        return None
+    num, den = med.ingredient[0].strength.numerator, med.ingredient[0].strength.denominator
+    if num is None or den is None or num.value is None or not den.value:
+        return None
+    if (den.code or den.unit or "").strip().lower() not in VOLUME_UNITS:
+        return None
+    return Quantity(Decimal(num.value) / Decimal(den.value), (num.code or num.unit or "").strip())
+
+
+# --- the facts --------------------------------------------------------------------------------
+
+def administration(
+    ma: Any, resources: Resources, catalog: DrugCatalog, tz: dt.tzinfo | None, visit_dx: tuple[str, ...]
+) -> Injection:
+    concept, med = medication_of(ma, resources)
+    product, coded, text = identify(concept, med, catalog)
+    dosage = ma.dosage
+    route, route_coded = route_of(dosage.route if dosage else None, [dosage.text if dosage else None])
+    if route is RouteClass.IV_PUSH and is_infusion(ma):
+        route = RouteClass.IV_INFUSION
+    when = ma.effectiveDateTime or (ma.effectivePeriod.start if ma.effectivePeriod else None)
+    return Injection(
+        ref=f"MedicationAdministration/{ma.id}",
+        kind="administration",
+        status=ma.status,
+        drug=product.drug if product else None,
+        drug_coded=coded,
+        drug_text=text,
+        route=route,
+        route_coded=route_coded,
+        dose=to_billing_unit(dosage.dose if dosage else None, product, med),
+        date_of_service=local_date(when, tz),
+        performer=bool(ma.performer),
+        diagnoses=reason_codes(ma, resources) or visit_dx,
+    )
+
+
+def order(
+    mr: Any, resources: Resources, catalog: DrugCatalog, dos: dt.date, tz: dt.tzinfo | None,
+    visit_dx: tuple[str, ...],
+) -> Injection:
+    concept, med = medication_of(mr, resources)
+    product, coded, text = identify(concept, med, catalog)
+    instruction = (mr.dosageInstruction or [None])[0]
+    route, route_coded = route_of(
+        instruction.route if instruction else None, [instruction.text if instruction else None]
+    )
+    dose = None
+    for dose_rate in (instruction.doseAndRate or []) if instruction else []:
+        dose = dose_rate.doseQuantity or dose
+    return Injection(
+        ref=f"MedicationRequest/{mr.id}",
+        kind="order",
+        status=mr.status,
+        drug=product.drug if product else None,
+        drug_coded=coded,
+        drug_text=text,
+        route=route,
+        route_coded=route_coded,
+        dose=to_billing_unit(dose, product, med),
+        date_of_service=dos,
+        performer=True,
+        diagnoses=reason_codes(mr, resources) or visit_dx,
+    )
+
+
+def is_infusion(ma: Any) -> bool:
+    """An IV admin with a rate, or lasting over 15 minutes, is an infusion (CPT: 15 min or less is a push)."""
+    dosage = ma.dosage
+    if dosage is not None and (dosage.rateQuantity is not None or dosage.rateRatio is not None):
+        return True
+    period = ma.effectivePeriod
+    if period is not None and isinstance(period.start, dt.datetime) and isinstance(period.end, dt.datetime):
+        return (period.end - period.start) > dt.timedelta(minutes=15)
+    return False
+
+
+def belongs(ma: Any, encounter_ref: str | None, admin_dos: dt.date | None, dos: dt.date | None) -> bool:
+    """An admin is this encounter's when it says so, or, saying nothing, falls on its date."""
+    linked = ref_key(getattr(ma.context, "reference", None))
+    if linked is not None and linked.startswith("Encounter/"):
+        return linked == encounter_ref
+    return admin_dos is not None and admin_dos == dos
+
+
+def condition_codes(condition: Any) -> list[str]:
+    return [c.code.strip().upper() for c in codings(condition.code) if c.code]
+
+
+def reason_codes(resource: Any, resources: Resources) -> tuple[str, ...]:
+    """Diagnosis codes linked to one admin or order: reasonCode and reasonReference."""
+    found = [c.code.strip().upper() for concept in resource.reasonCode or [] for c in codings(concept) if c.code]
+    by_ref = {f"Condition/{c.id}": c for c in resources.conditions if c.id}
+    for ref in resource.reasonReference or []:
+        condition = by_ref.get(ref_key(ref.reference) or "")
+        if condition is not None:
+            found += condition_codes(condition)
+    return tuple(dict.fromkeys(found))
+
+
+def encounter_diagnoses(resources: Resources, encounter_ref: str | None) -> tuple[str, ...]:
+    """Diagnosis codes of the encounter: Encounter.diagnosis and reasonCode, and encounter-diagnosis Conditions."""
+    enc = resources.encounter
+    by_ref = {f"Condition/{c.id}": c for c in resources.conditions if c.id}
+    found: list[str] = []
+    if enc is not None:
+        for dx in enc.diagnosis or []:
+            condition = by_ref.get(ref_key(dx.condition.reference) or "")
+            if condition is not None:
+                found += condition_codes(condition)
+        found += [c.code.strip().upper() for concept in enc.reasonCode or [] for c in codings(concept) if c.code]
+    for condition in resources.conditions:
+        linked = ref_key(getattr(condition.encounter, "reference", None))
+        categories = {c.code for concept in condition.category or [] for c in codings(concept)}
+        if encounter_ref and linked == encounter_ref and "encounter-diagnosis" in categories:
+            found += condition_codes(condition)
+    return tuple(dict.fromkeys(found))
+
+
+def setting(enc: Any, terms: Terms) -> Setting:
+    """Facility or not, from Encounter.class and the place-of-service code of its Location."""
+    if enc is None:
+        return Setting.UNKNOWN
+    class_code = getattr(enc.class_fhir, "code", None)
+    pos_codes = set(place_of_service(enc))
+    if class_code in terms.facility_classes or pos_codes & terms.facility_pos:
+        return Setting.FACILITY
+    if class_code or pos_codes:
+        return Setting.NON_FACILITY
+    return Setting.UNKNOWN
+
+
+def place_of_service(enc: Any) -> Iterator[str]:
+    """CMS place-of-service codes on the types of the encounter's contained Locations."""
+    for resource in enc.contained or []:
+        if resource.get_resource_type() != "Location":
+            continue
+        for concept in resource.type or []:
+            for coding in codings(concept):
+                system = (coding.system or "").lower().replace("_", "-")
+                if coding.code and ("place-of-service" in system or system == "urn:oid:2.16.840.1.113883.6.50"):
+                    yield coding.code.strip()
+
+
+def charge_lines(charges: Iterable[Any], tz: dt.tzinfo | None) -> Iterator[ChargeLine]:
+    """The charges already captured for the encounter, as billing lines."""
+    for item in charges:
+        if item.status in NON_BILLABLE_CHARGE:
+            continue
+        code = billing_code(item.code)
+        if code is None:
+            continue
+        when = item.occurrenceDateTime or (item.occurrencePeriod.start if item.occurrencePeriod else None)
+        yield ChargeLine(
+            code=code[1],
+            system=code[0],
+            units=Decimal(item.quantity.value) if item.quantity and item.quantity.value is not None else Decimal(1),
+            modifiers=tuple(
+                ext.valueCoding.code
+                for ext in item.extension or []
+                if (ext.url or "").endswith("/procedure-modifier") and ext.valueCoding and ext.valueCoding.code
+            ),
+            date_of_service=local_date(when, tz),
+            id=item.id,
+            service=tuple(filter(None, (ref_key(s.reference) for s in item.service or []))),
+        )
+
+
+def billing_code(concept: Any) -> tuple[Literal["cpt", "hcpcs"], str] | None:
+    """The CPT or HCPCS code of a ChargeItem, by system, else by the code's shape."""
+    for coding in codings(concept):
+        code = (coding.code or "").strip().upper()
+        if coding.system in CPT_SYSTEMS:
+            return "cpt", code
+        if coding.system in HCPCS_SYSTEMS:
+            return "hcpcs", code
+    for coding in codings(concept):
+        code = (coding.code or "").strip().upper()
+        if re.fullmatch(r"\d{4}[0-9FTU]", code):
+            return "cpt", code
+        if re.fullmatch(r"[A-V]\d{4}", code):
+            return "hcpcs", code
+    return None

@@ -1,0 +1,133 @@
+"""Calls back to the EHR's FHIR server: allow-listed, no redirects, bounded in size and time."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from cds_service.errors import FhirDataUnavailable
+
+DEFAULT_PORTS = {"http": 80, "https": 443}
+CHUNK = 64 * 1024
+
+
+def _origin_and_path(url: str) -> tuple[str, str, int, str] | None:
+    try:
+        parts = urlsplit(url)
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.username or parts.password:
+        return None
+    return parts.scheme, parts.hostname.lower(), port or 0, parts.path.rstrip("/")
+
+
+def is_under(url: str, base: str) -> bool:
+    """True when url is base itself or below it, matched on whole path segments (same scheme, host, port)."""
+    a, b = _origin_and_path(url), _origin_and_path(base)
+    if a is None or b is None or a[:3] != b[:3]:
+        return False
+    return a[3] == b[3] or a[3].startswith(b[3] + "/")
+
+
+def is_allowed(server: str, allowed: Iterable[str]) -> bool:
+    """A fhirServer may be called only when it sits under an allow-listed base URL."""
+    return any(is_under(server, entry) for entry in allowed)
+
+
+class FhirClient:
+    """A FHIR REST client for one hook call: one base URL, one bearer token, one deadline."""
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None,
+        *,
+        deadline: float,
+        max_bytes: int,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._token = token
+        self.deadline = deadline  # time.monotonic() value
+        self.max_bytes = max_bytes
+        self.session = session or requests.Session()
+        self.session.trust_env = False  # never route the token through an environment proxy
+
+    def __repr__(self) -> str:  # never show the token
+        return f"FhirClient({self.base_url!r})"
+
+    def url(self, relative: str) -> str:
+        return urljoin(self.base_url + "/", relative.lstrip("/"))
+
+    def get(self, url: str, *, missing_ok: bool = False) -> dict[str, Any] | None:
+        """GET a URL below the base; return its JSON, or None for a 404/410 when missing_ok."""
+        if not is_under(url, self.base_url):
+            raise FhirDataUnavailable("A FHIR link pointed outside the allowed FHIR server.")
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 0:
+            raise FhirDataUnavailable("The FHIR server did not answer in time.")
+        headers = {"Accept": "application/fhir+json, application/json"}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        try:
+            with self.session.get(
+                url, headers=headers, timeout=(min(remaining, 3.05), remaining), allow_redirects=False, stream=True
+            ) as resp:
+                if resp.status_code in (404, 410) and missing_ok:
+                    return None
+                if resp.status_code != 200:
+                    raise FhirDataUnavailable(f"The FHIR server answered HTTP {resp.status_code}.")
+                body = self._read(resp)
+        except requests.RequestException:
+            raise FhirDataUnavailable("The FHIR server could not be reached.") from None
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise FhirDataUnavailable("The FHIR server answered with something that is not JSON.") from None
+        if not isinstance(data, dict):
+            raise FhirDataUnavailable("The FHIR server answered with something that is not a resource.")
+        return data
+
+    def _read(self, resp: requests.Response) -> bytes:
+        declared = resp.headers.get("Content-Length")
+        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+            raise FhirDataUnavailable("The FHIR server's answer is too large.")
+        chunks, size = [], 0
+        for chunk in resp.iter_content(CHUNK):
+            size += len(chunk)
+            if size > self.max_bytes:
+                raise FhirDataUnavailable("The FHIR server's answer is too large.")
+            if time.monotonic() > self.deadline:
+                raise FhirDataUnavailable("The FHIR server did not answer in time.")
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def search(self, relative: str, max_pages: int) -> dict[str, Any]:
+        """Run a search and follow `next` links up to max_pages; return one searchset Bundle."""
+        bundle = self.get(self.url(relative))
+        assert bundle is not None
+        if bundle.get("resourceType") != "Bundle":
+            raise FhirDataUnavailable("The FHIR server answered a search without a Bundle.")
+        merged = dict(bundle)
+        merged["entry"] = list(bundle.get("entry") or [])
+        page, pages = bundle, 1
+        while pages < max_pages:
+            next_url = next((link.get("url") for link in page.get("link") or []
+                             if isinstance(link, dict) and link.get("relation") == "next"), None)
+            if not next_url:
+                break
+            page = self.get(urljoin(self.base_url + "/", next_url)) or {}
+            merged["entry"] += list(page.get("entry") or [])
+            pages += 1
+        merged.pop("link", None)
+        return merged
+
+    def read(self, relative: str) -> dict[str, Any] | None:
+        """Read one resource; None when the server says it does not exist."""
+        return self.get(self.url(relative), missing_ok=True)

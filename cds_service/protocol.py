@@ -1,0 +1,167 @@
+"""CDS Hooks 2.0 on the wire: the service definitions, request and feedback checks, discovery."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal
+
+import jsonschema
+
+from cds_service.errors import InvalidHookRequest
+
+SCHEMAS = Path(__file__).resolve().parent / "schemas"
+
+PREFETCH = {
+    "encounter": "Encounter/{{context.encounterId}}",
+    "administrations": "MedicationAdministration?patient={{context.patientId}}",
+    "conditions": "Condition?patient={{context.patientId}}",
+    "charges": "ChargeItem?context=Encounter/{{context.encounterId}}",
+    "coverage": "Coverage?patient={{context.patientId}}&status=active",
+}
+ENCOUNTER_KEYS = ("encounter", "administrations", "conditions", "charges", "coverage")
+ORDER_SIGN_KEYS = ("encounter", "administrations", "conditions", "coverage")
+
+
+@dataclass(frozen=True)
+class ServiceDef:
+    id: str
+    hook: str
+    kind: Literal["order-sign", "encounter"]
+    title: str
+    description: str
+    prefetch_keys: tuple[str, ...]
+
+    @property
+    def prefetch(self) -> dict[str, str]:
+        return {key: PREFETCH[key] for key in self.prefetch_keys}
+
+
+def services(close_hook: str) -> dict[str, ServiceDef]:
+    """The three fixed services (CONTRACT section 3); the close hook's name comes from configuration."""
+    defs = [
+        ServiceDef(
+            "injection-billing-order-sign", "order-sign", "order-sign",
+            "Injection billing at order signing",
+            "When an SC/IM injection is ordered: the planned administration code (96372 or the right "
+            "alternative), the drug's HCPCS code and units, and the documentation a payer will ask for.",
+            ORDER_SIGN_KEYS,
+        ),
+        ServiceDef(
+            "injection-billing-encounter-discharge", "encounter-discharge", "encounter",
+            "Injection billing at encounter discharge",
+            "When an encounter ends: the charges to capture for each injection given, and the gaps in "
+            "the chart that would get the claim denied.",
+            ENCOUNTER_KEYS,
+        ),
+        ServiceDef(
+            "injection-billing-encounter-close", close_hook, "encounter",
+            "Injection billing at encounter close",
+            "The encounter-discharge checks, on the custom encounter-close hook for visits that are "
+            "closed rather than discharged.",
+            ENCOUNTER_KEYS,
+        ),
+    ]
+    return {d.id: d for d in defs}
+
+
+def discovery(defs: Mapping[str, ServiceDef]) -> dict[str, Any]:
+    return {
+        "services": [
+            {"hook": d.hook, "title": d.title, "description": d.description, "id": d.id, "prefetch": d.prefetch}
+            for d in defs.values()
+        ]
+    }
+
+
+@dataclass(frozen=True)
+class HookRequest:
+    hook: str
+    hook_instance: str
+    context: Mapping[str, Any]
+    prefetch: Mapping[str, Any]
+    fhir_server: str | None = None
+    access_token: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class FeedbackEntry:
+    card: str
+    outcome: str
+    outcome_timestamp: str
+    accepted_suggestions: tuple[str, ...] = ()
+    override_code: str | None = None
+    override_system: str | None = None
+    override_display: str | None = None
+    user_comment: str | None = field(default=None, repr=False)
+
+
+@cache
+def validator(name: str) -> jsonschema.protocols.Validator:
+    with open(SCHEMAS / name, encoding="utf-8") as fh:
+        schema = json.load(fh)
+    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+
+
+def check(name: str, instance: Any, schema_ref: str | None = None, prefix: tuple[str, ...] = ()) -> None:
+    """Raise InvalidHookRequest naming every violation by path (never echoing values)."""
+    v = validator(name)
+    if schema_ref is not None:
+        v = v.evolve(schema={"$ref": schema_ref, "$defs": v.schema["$defs"]})
+    errors = sorted(v.iter_errors(instance), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        described = "; ".join(
+            f"{'/'.join(map(str, (*prefix, *e.absolute_path))) or '(body)'}: {short(e)}" for e in errors[:10]
+        )
+        raise InvalidHookRequest(f"The request breaks CDS Hooks 2.0: {described}")
+
+
+def short(error: jsonschema.ValidationError) -> str:
+    """A violation without the offending value, which may be patient data."""
+    if error.validator == "required":
+        return error.message.split(" is a required")[0] + " is required"
+    if error.validator == "type":
+        return f"must be of type {error.validator_value}"
+    return f"fails '{error.validator}'"
+
+
+def parse_hook_request(body: Any, service: ServiceDef) -> HookRequest:
+    """Check a service call against the spec and the service's hook."""
+    check("request.schema.json", body)
+    if body["hook"] != service.hook:
+        raise InvalidHookRequest(f"hook '{body['hook']}' does not match service '{service.id}' ({service.hook}).")
+    auth = body.get("fhirAuthorization")
+    if auth is not None and not body.get("fhirServer"):
+        raise InvalidHookRequest("fhirAuthorization was given without fhirServer.")
+    context_def = "#/$defs/context-order-sign" if service.kind == "order-sign" else "#/$defs/context-encounter"
+    check("request.schema.json", body["context"], context_def, prefix=("context",))
+    return HookRequest(
+        hook=body["hook"],
+        hook_instance=body["hookInstance"],
+        context=body["context"],
+        prefetch=body.get("prefetch") or {},
+        fhir_server=(body.get("fhirServer") or "").rstrip("/") or None,
+        access_token=auth["access_token"] if auth else None,
+    )
+
+
+def parse_feedback(body: Any) -> list[FeedbackEntry]:
+    check("feedback.schema.json", body)
+    out = []
+    for item in body["feedback"]:
+        reason = item.get("overrideReason") or {}
+        coding = reason.get("reason") or {}
+        out.append(FeedbackEntry(
+            card=item["card"],
+            outcome=item["outcome"],
+            outcome_timestamp=item["outcomeTimestamp"],
+            accepted_suggestions=tuple(s["id"] for s in item.get("acceptedSuggestions") or []),
+            override_code=coding.get("code"),
+            override_system=coding.get("system"),
+            override_display=coding.get("display"),
+            user_comment=reason.get("userComment"),
+        ))
+    return out

@@ -1,0 +1,88 @@
+"""One hook call, end to end: prefetch -> resources -> facts -> rules -> cards."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from cds_service import facts, rules
+from cds_service.cards import CardRenderer
+from cds_service.config import Settings
+from cds_service.fhir import parse, prefetch
+from cds_service.fhir.prefetch import Client, ClientFactory
+from cds_service.protocol import HookRequest, ServiceDef
+from cds_service.rules.model import Finding
+from cds_service.store import FeedbackStore
+
+
+@dataclass(frozen=True)
+class Outcome:
+    response: dict[str, Any]
+    findings: tuple[Finding, ...]
+
+
+def handle_hook(
+    request: HookRequest,
+    service: ServiceDef,
+    *,
+    settings: Settings,
+    renderer: CardRenderer,
+    make_client: ClientFactory,
+    store: FeedbackStore | None,
+) -> Outcome:
+    """Answer one CDS Hooks call with cards; raises FhirDataUnavailable (412) when data cannot be had."""
+    values, client = prefetch.resolve(
+        templates=service.prefetch,
+        context=request.context,
+        prefetch=request.prefetch,
+        fhir_server=request.fhir_server,
+        token=request.access_token,
+        allowed_servers=settings.fhir.allowed_servers,
+        make_client=make_client,
+        max_pages=settings.fhir.max_pages,
+    )
+    draft_orders = request.context.get("draftOrders") if service.kind == "order-sign" else None
+    resources = parse.read(values, draft_orders)
+    missing = unresolved_medications(resources)
+    if missing:
+        client = client or prefetch.connect(
+            request.fhir_server, request.access_token, settings.fhir.allowed_servers, make_client
+        )
+        fetch_medications(resources, client, missing)
+    visit = facts.build(
+        resources,
+        facts.Terms(settings.catalog, settings.facility_encounter_classes, settings.facility_pos_codes),
+        hook_kind=service.kind,
+        patient_id=str(request.context["patientId"]),
+        encounter_id=request.context.get("encounterId"),
+    )
+    findings = tuple(rules.evaluate(visit, settings.enabled_rules()))
+    cards = renderer.render(findings, visit, request.hook_instance)
+    if store is not None and cards:
+        store.record_cards(service.id, request.hook_instance, cards)
+    return Outcome({"cards": cards}, findings)
+
+
+def unresolved_medications(resources: parse.Resources) -> list[str]:
+    """Medication references ('Medication/id') that are neither contained nor in a Bundle."""
+    found = []
+    for resource in [*resources.administrations, *resources.orders]:
+        reference = getattr(resource.medicationReference, "reference", None)
+        if not reference or reference.startswith("#") or reference in resources.medications:
+            continue
+        key = facts.ref_key(reference)
+        if key and key.startswith("Medication/") and key not in resources.medications:
+            found.append(key)
+    return sorted(set(found))
+
+
+def fetch_medications(resources: parse.Resources, client: Client, references: Iterable[str]) -> None:
+    """Read the referenced Medications from the FHIR server; a 404 leaves the drug unidentified."""
+    fetched = prefetch.fetch_all(client, {ref: ref for ref in references}, max_pages=1)
+    for ref, data in fetched.items():
+        if data is None:
+            continue
+        med = parse.validate(f"fetched {ref}", data, resources)
+        if med is not None and med.get_resource_type() == "Medication":
+            parse.add_medication(resources, med)

@@ -1,0 +1,146 @@
+"""The store: issued cards and clinicians' feedback, in SQLite or PostgreSQL through SQLAlchemy Core."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine, make_url
+
+from cds_service.protocol import FeedbackEntry
+
+metadata = sa.MetaData()
+
+cards_issued = sa.Table(
+    "cards_issued",
+    metadata,
+    sa.Column("card_uuid", sa.String(64), primary_key=True),
+    sa.Column("service", sa.String(128), nullable=False),
+    sa.Column("rule_id", sa.String(64), nullable=False),
+    sa.Column("hook_instance", sa.String(256), nullable=False),
+    sa.Column("issued_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+feedback = sa.Table(
+    "feedback",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("card_uuid", sa.String(256), nullable=False),
+    sa.Column("service", sa.String(128), nullable=False),
+    sa.Column("rule_id", sa.String(64)),  # None when the card was not issued by this store
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("accepted_suggestions", sa.Text, nullable=False, default="[]"),
+    sa.Column("override_code", sa.String(256)),
+    sa.Column("override_system", sa.String(1024)),
+    sa.Column("override_display", sa.String(1024)),
+    sa.Column("user_comment", sa.Text),
+    sa.Column("outcome_timestamp", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
+    # The spec lets a client send the same feedback more than once: store it once.
+    sa.UniqueConstraint("card_uuid", "service", "outcome", "outcome_timestamp", name="uq_feedback_event"),
+)
+sa.Index("ix_feedback_rule", feedback.c.rule_id, feedback.c.outcome_timestamp)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for the store URL; a SQLite file's folder is created on demand."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"timeout": 15})
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA busy_timeout=15000")
+            cur.close()
+
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+class FeedbackStore:
+    """Cards issued and feedback received, behind one SQLAlchemy URL."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = make_engine(url)
+
+    def create_schema(self) -> None:
+        metadata.create_all(self.engine)
+
+    def ping(self) -> bool:
+        """True when the database answers and the tables exist."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(sa.select(sa.func.count()).select_from(cards_issued).limit(1))
+            return True
+        except sa.exc.SQLAlchemyError:
+            return False
+
+    def _insert_ignoring_duplicates(self, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> int:
+        if not rows:
+            return 0
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(table).on_conflict_do_nothing()
+        with self.engine.begin() as conn:
+            return conn.execute(stmt, list(rows)).rowcount or 0
+
+    def record_cards(self, service: str, hook_instance: str, cards: Iterable[Mapping[str, Any]]) -> None:
+        """Remember which rule each card came from, so feedback can be counted per rule."""
+        issued_at = now()
+        self._insert_ignoring_duplicates(cards_issued, [
+            {
+                "card_uuid": card["uuid"],
+                "service": service,
+                "rule_id": card["source"]["topic"]["code"],
+                "hook_instance": hook_instance,
+                "issued_at": issued_at,
+            }
+            for card in cards
+        ])
+
+    def add_feedback(self, service: str, entries: Sequence[FeedbackEntry]) -> int:
+        """Store feedback entries; return how many were new."""
+        uuids = {e.card for e in entries}
+        with self.engine.connect() as conn:
+            rules = dict(conn.execute(
+                sa.select(cards_issued.c.card_uuid, cards_issued.c.rule_id).where(cards_issued.c.card_uuid.in_(uuids))
+            ).all())
+        received = now()
+        return self._insert_ignoring_duplicates(feedback, [
+            {
+                "card_uuid": e.card,
+                "service": service,
+                "rule_id": rules.get(e.card),
+                "outcome": e.outcome,
+                "accepted_suggestions": json.dumps(list(e.accepted_suggestions)),
+                "override_code": e.override_code,
+                "override_system": e.override_system,
+                "override_display": e.override_display,
+                "user_comment": e.user_comment,
+                "outcome_timestamp": dt.datetime.fromisoformat(e.outcome_timestamp),
+                "received_at": received,
+            }
+            for e in entries
+        ])
+
+    def feedback_for(self, card_uuid: str) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(feedback).where(feedback.c.card_uuid == card_uuid).order_by(feedback.c.id)
+            ).mappings().all()
+        return [dict(r) | {"accepted_suggestions": json.loads(r["accepted_suggestions"])} for r in rows]
+
+    def dispose(self) -> None:
+        self.engine.dispose()

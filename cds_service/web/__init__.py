@@ -1,0 +1,1 @@
+"""The HTTP edge: Flask blueprints and the one error handler."""

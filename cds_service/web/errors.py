@@ -1,0 +1,53 @@
+"""Every error leaves as JSON: a FHIR OperationOutcome with the right status, never HTML or a traceback."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, g, jsonify
+from werkzeug.exceptions import HTTPException
+
+from cds_service.errors import CDSError
+
+log = logging.getLogger("cds_service")
+
+HTTP_ISSUE_CODES = {400: "invalid", 404: "not-found", 405: "not-supported", 413: "too-costly", 415: "not-supported"}
+GENERIC_500 = "The service could not answer this request."
+
+
+def operation_outcome(status: int, code: str, text: str) -> Response:
+    body: dict[str, Any] = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error" if status < 500 else "fatal", "code": code, "diagnostics": text}],
+    }
+    response = jsonify(body)
+    response.status_code = status
+    return response
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(CDSError)
+    def cds_error(exc: CDSError) -> Response:
+        return operation_outcome(exc.status, exc.code, exc.message)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        text = {
+            404: "No such endpoint or service.",
+            405: "Method not allowed on this endpoint.",
+            413: "The request body is larger than this service accepts.",
+        }.get(status, exc.name)
+        response = operation_outcome(status, HTTP_ISSUE_CODES.get(status, "exception"), text)
+        if status == 405 and exc.response is None and hasattr(exc, "valid_methods") and exc.valid_methods:
+            response.headers["Allow"] = ", ".join(exc.valid_methods)
+        return response
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.error(
+            "unexpected error",
+            extra={"hook_instance": g.get("hook_instance"), "error_type": type(exc).__name__},
+        )
+        return operation_outcome(500, "exception", GENERIC_500)

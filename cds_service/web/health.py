@@ -1,0 +1,16 @@
+"""Readiness: 200 when the service can serve, including that its store answers."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify
+
+from cds_service.web.errors import operation_outcome
+
+bp = Blueprint("health", __name__)
+
+
+@bp.get("/healthz")
+def healthz() -> Response:
+    if not current_app.extensions["cds"].store.ping():
+        return operation_outcome(503, "transient", "The store does not answer.")
+    return jsonify({"status": "ok", "store": "ok"})

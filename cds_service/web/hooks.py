@@ -1,0 +1,86 @@
+"""Discovery, service calls and feedback (CDS Hooks 2.0)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, g, jsonify, request
+
+from cds_service import protocol
+from cds_service.errors import CDSError, UnknownService
+from cds_service.runtime import Runtime
+from cds_service.service import handle_hook
+from cds_service.web.body import read_json
+
+bp = Blueprint("hooks", __name__)
+log = logging.getLogger("cds_service.requests")
+
+
+def runtime() -> Runtime:
+    rt: Runtime = current_app.extensions["cds"]
+    return rt
+
+
+def service_or_404(service_id: str) -> protocol.ServiceDef:
+    service = runtime().services.get(service_id)
+    if service is None:
+        raise UnknownService(f"No CDS service with id '{service_id}'.")
+    return service
+
+
+@bp.get("/cds-services")
+def discovery() -> Response:
+    return jsonify(protocol.discovery(runtime().services))
+
+
+@bp.post("/cds-services/<service_id>")
+def call(service_id: str) -> Response:
+    rt = runtime()
+    service = service_or_404(service_id)
+    started = time.perf_counter()
+    status, rules_fired = 500, []
+    try:
+        body = read_json(request, rt.settings.max_json_depth)
+        if isinstance(body, dict) and isinstance(body.get("hookInstance"), str):
+            g.hook_instance = body["hookInstance"][:256]
+        hook_request = protocol.parse_hook_request(body, service)
+        outcome = handle_hook(
+            hook_request,
+            service,
+            settings=rt.settings,
+            renderer=rt.renderer,
+            make_client=rt.make_fhir_client,
+            store=rt.store,
+        )
+        status, rules_fired = 200, sorted({f.rule for f in outcome.findings})
+        return jsonify(outcome.response)
+    except CDSError as exc:
+        status = exc.status
+        raise
+    finally:
+        access_log(service.id, status, started, rules_fired)
+
+
+@bp.post("/cds-services/<service_id>/feedback")
+def feedback(service_id: str) -> Response:
+    rt = runtime()
+    service = service_or_404(service_id)
+    entries = protocol.parse_feedback(read_json(request, rt.settings.max_json_depth))
+    stored = rt.store.add_feedback(service.id, entries)
+    return jsonify({"received": len(entries), "stored": stored})
+
+
+def access_log(service_id: str, status: int, started: float, rules_fired: list[str]) -> None:
+    """One JSON line per service call: no token, no JWT, no patient data."""
+    record: dict[str, Any] = {
+        "event": "hook",
+        "service": service_id,
+        "hookInstance": g.get("hook_instance"),
+        "status": status,
+        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+        "rules": rules_fired,
+    }
+    log.info(json.dumps(record))
