@@ -23,7 +23,7 @@ run: $(VENV)/.installed-run
 	$(BIN)/cds-service serve --config $(CONFIG)
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check cds_service tests benchmarks
+	$(BIN)/ruff check cds_service tests
 	$(BIN)/mypy --strict cds_service/rules cds_service/facts.py
 
 test: lint

@@ -124,12 +124,12 @@ class CardRenderer:
 
     def variables(self, finding: Finding, visit: Visit, inj: Injection | None) -> dict[str, Any]:
         lines = [*finding.creates, *finding.updates]
-        drug_line = inj is not None and inj.drug is not None and any(l.code == inj.drug.hcpcs for l in lines)
+        drug_line = inj is not None and inj.drug is not None and any(ln.code == inj.drug.hcpcs for ln in lines)
         return {
             **finding.detail,
-            "lines": " and ".join(f"{l.code} x{number(l.units)}" for l in lines),
+            "lines": " and ".join(f"{ln.code} x{number(ln.units)}" for ln in lines),
             "charges": [
-                {"code": l.code, "units": number(l.units), "meaning": self.meaning(l.code, inj)} for l in lines
+                {"code": ln.code, "units": number(ln.units), "meaning": self.meaning(ln.code, inj)} for ln in lines
             ],
             "drug_line": drug_line,
             "route": ROUTE_WORDS[inj.route] if inj else None,

@@ -161,7 +161,8 @@ def local_date(value: Any, tz: dt.tzinfo | None) -> dt.date | None:
     if isinstance(value, dt.datetime):
         if tz is not None and value.tzinfo is not None:
             value = value.astimezone(tz)
-        return value.date()
+        day: dt.date = value.date()
+        return day
     if isinstance(value, dt.date):
         return value
     return None

@@ -10,8 +10,8 @@ from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal
 
-CPT = "cpt"
-HCPCS = "hcpcs"
+CPT: Literal["cpt"] = "cpt"
+HCPCS: Literal["hcpcs"] = "hcpcs"
 ADMIN_96372 = "96372"
 
 
