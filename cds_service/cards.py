@@ -35,7 +35,8 @@ ROUTE_WORDS = {
 CODE_MEANINGS = {
     "96372": "therapeutic, prophylactic or diagnostic injection, SC or IM (one per injection)",
 }
-MARKDOWN_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
+UNIT_WORDS = {"ug": "mcg", "[iU]": "units", "U": "units"}
 
 
 def escape_markdown(value: Any) -> Any:
@@ -145,7 +146,7 @@ class CardRenderer:
             return CODE_MEANINGS[code]
         if inj is not None and inj.drug is not None and code == inj.drug.hcpcs:
             unit = inj.drug.billing_unit
-            return f"{inj.drug.display}, one unit per {number(unit.value)} {unit.unit} (rounded up)"
+            return f"{inj.drug.display}, one unit per {number(unit.value):,} {UNIT_WORDS.get(unit.unit, unit.unit)} (rounded up)"
         return "charge"
 
     def action(self, kind: str, line: Any, visit: Visit, inj: Injection | None) -> dict[str, Any]:

@@ -42,6 +42,7 @@ def serve(settings: Settings, *, config_path: str | None, host: str, port: int, 
         "errorlog": "-",
         "loglevel": "info",
         "proc_name": "cds-service",
+        "control_socket_disable": True,  # several instances on one host would share one socket path
     }
     GunicornServer(options, config_path).run()
     return 0

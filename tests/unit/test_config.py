@@ -78,3 +78,13 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main(["check-config", str(broken(tmp_path))]) == 2
     err = capsys.readouterr().err
     assert "fhir/max_pages" in err and "drugs/cyanocobalamin/hcpcs" in err and "Traceback" not in err
+
+
+def test_production_example_is_valid_and_safe() -> None:
+    settings = config.load(ROOT / "config" / "production.example.yaml")
+    assert settings.auth_required is True
+    assert settings.console_enabled is False
+    assert settings.store_url.startswith("postgresql")
+    issuers = [i["iss"] for i in settings.raw["auth"]["trusted_issuers"]]
+    assert "https://sandbox.cds-hooks.org" not in issuers
+    assert all(s.startswith("https://") for s in settings.fhir.allowed_servers)
