@@ -145,8 +145,8 @@ class CardRenderer:
         if code in CODE_MEANINGS:
             return CODE_MEANINGS[code]
         if inj is not None and inj.drug is not None and code == inj.drug.hcpcs:
-            unit = inj.drug.billing_unit
-            return f"{inj.drug.display}, one unit per {number(unit.value):,} {UNIT_WORDS.get(unit.unit, unit.unit)} (rounded up)"
+            size, unit = inj.drug.billing_unit.value, inj.drug.billing_unit.unit
+            return f"{inj.drug.display}, one unit per {number(size):,} {UNIT_WORDS.get(unit, unit)} (rounded up)"
         return "charge"
 
     def action(self, kind: str, line: Any, visit: Visit, inj: Injection | None) -> dict[str, Any]:
