@@ -94,7 +94,8 @@ class FeedbackStore:
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         stmt = dialect.insert(table).on_conflict_do_nothing()
         with self.engine.begin() as conn:
-            return conn.execute(stmt, list(rows)).rowcount or 0
+            # rowcount is -1 for these inserts under psycopg; count the rows actually written instead.
+            return len(conn.execute(stmt.returning(*table.primary_key.columns), list(rows)).all())
 
     def record_cards(self, service: str, hook_instance: str, cards: Iterable[Mapping[str, Any]]) -> None:
         """Remember which rule each card came from, so feedback can be counted per rule."""
@@ -129,7 +130,7 @@ class FeedbackStore:
                 "override_system": e.override_system,
                 "override_display": e.override_display,
                 "user_comment": e.user_comment,
-                "outcome_timestamp": dt.datetime.fromisoformat(e.outcome_timestamp),
+                "outcome_timestamp": dt.datetime.fromisoformat(e.outcome_timestamp).astimezone(dt.UTC),
                 "received_at": received,
             }
             for e in entries

@@ -6,7 +6,7 @@ import json
 import time
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
 
@@ -24,6 +24,8 @@ def _origin_and_path(url: str) -> tuple[str, str, int, str] | None:
         return None
     if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.username or parts.password:
         return None
+    if any(unquote(segment) in (".", "..") for segment in parts.path.split("/")):
+        return None  # dot segments get resolved on the way: the URL would leave the path it seems to be under
     return parts.scheme, parts.hostname.lower(), port or 0, parts.path.rstrip("/")
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from flask import Request
 
-from cds_service.errors import InvalidHookRequest, UnsupportedMediaType
+from cds_service.errors import BodyTooLarge, InvalidHookRequest, UnsupportedMediaType
 
 
 def is_json(request: Request) -> bool:
@@ -36,7 +36,12 @@ def read_json(request: Request, max_depth: int) -> Any:
     """The parsed body; 415 when it is not JSON, 413 past the size limit, 400 when malformed or too deep."""
     if not is_json(request):
         raise UnsupportedMediaType("The request body must be JSON (Content-Type: application/json).")
-    raw = request.get_data(cache=False)  # werkzeug raises 413 past MAX_CONTENT_LENGTH, chunked or not
+    raw = request.get_data(cache=False)  # werkzeug raises 413 past MAX_CONTENT_LENGTH with a Content-Length
+    limit = request.max_content_length
+    if request.content_length is None and limit is not None and len(raw) >= limit:
+        # Chunked: werkzeug hands back the body cut at the limit; one more byte means it was larger.
+        if request.environ["wsgi.input"].read(1):
+            raise BodyTooLarge("The request body is larger than this service accepts.")
     try:
         body = json.loads(raw)
     except RecursionError:
