@@ -12,7 +12,7 @@ from cds_service import config as configuration
 from cds_service import protocol, rules
 from cds_service.cards import CardRenderer, load_templates
 from cds_service.errors import ConfigError, Unauthorized
-from cds_service.runtime import Runtime, fhir_client_factory
+from cds_service.runtime import Runtime, fhir_client_factory, terms_of
 from cds_service.store import FeedbackStore
 from cds_service.web import errors, health, hooks
 
@@ -34,6 +34,7 @@ def create_app(config: str | os.PathLike[str] | None = None) -> Flask:
     indicators = {rule_id: r.indicator for rule_id, r in settings.rules.items() if r.indicator}
     app.extensions["cds"] = Runtime(
         settings=settings,
+        terms=terms_of(settings),
         store=store,
         renderer=CardRenderer(templates, indicators),
         services=protocol.services(settings.close_hook),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import datetime as dt
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -14,7 +16,7 @@ import yaml
 from jinja2 import StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from cds_service.rules.model import CPT, Finding, Injection, RouteClass, Visit
+from cds_service.rules.model import CPT, ChargeLine, Finding, Injection, PlannedLines, RouteClass, Visit
 
 CARDS_DIR = Path(__file__).resolve().parent.parent / "cards"
 RULE_SYSTEM = "https://injection-billing.org/fhir/CodeSystem/billing-rule"
@@ -27,6 +29,7 @@ CODE_SYSTEMS = {
 MODIFIER_SYSTEM = "http://www.ama-assn.org/go/cpt"
 SOURCE_LABEL = "Injection Billing CDS"
 CARD_NAMESPACE = uuid.UUID("9d7f0f7e-0e4c-4b5e-9a53-3c1f3b1d2a61")
+INDICATOR_ORDER = {"critical": 0, "warning": 1, "info": 2}
 ROUTE_WORDS = {
     RouteClass.SC: "subcutaneous", RouteClass.IM: "intramuscular", RouteClass.IV_PUSH: "IV push",
     RouteClass.IV_INFUSION: "IV infusion", RouteClass.INTRA_ARTERIAL: "intra-arterial",
@@ -34,14 +37,51 @@ ROUTE_WORDS = {
 }
 CODE_MEANINGS = {
     "96372": "therapeutic, prophylactic or diagnostic injection, SC or IM (one per injection)",
+    "96374": "IV push, single or initial drug",
+    "96375": "IV push, each additional sequential new drug",
+    "96365": "IV infusion, initial, up to 1 hour",
+    "96373": "intra-arterial injection",
+    "96401": "chemotherapy administration, SC or IM, non-hormonal anti-neoplastic",
+    "96402": "chemotherapy administration, SC or IM, hormonal anti-neoplastic",
+    "90471": "immunization administration, first vaccine",
+    "90472": "immunization administration, each additional vaccine",
+    "G0008": "administration of influenza virus vaccine (Medicare)",
+    "G0009": "administration of pneumococcal vaccine (Medicare)",
+    "G0010": "administration of hepatitis B vaccine (Medicare)",
 }
-MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
 UNIT_WORDS = {"ug": "mcg", "[iU]": "units", "U": "units"}
+MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
 
 
 def escape_markdown(value: Any) -> Any:
     """Keep request data from turning into markup or links when the EHR renders detail."""
     return MARKDOWN_SPECIAL.sub(r"\\\1", value) if isinstance(value, str) else value
+
+
+def number(value: Decimal | int | float) -> int | float:
+    """A JSON number: 1 rather than 1.0 or Decimal('1')."""
+    as_float = float(value)
+    return int(as_float) if as_float.is_integer() else as_float
+
+
+def amount(value: Decimal | int | float | None, unit: str | None) -> str | None:
+    """'1,000 mcg' for humans."""
+    if value is None:
+        return None
+    shown = number(value)
+    text = f"{shown:,}" if isinstance(shown, int) else f"{shown:,.3f}".rstrip("0").rstrip(".")
+    return f"{text} {UNIT_WORDS.get(unit or '', unit or '')}".strip()
+
+
+def plain(value: Any) -> Any:
+    """Template-friendly values: dates as ISO text, Decimals as numbers."""
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return number(value)
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    return value
 
 
 @dataclass(frozen=True)
@@ -51,29 +91,25 @@ class CardTemplate:
     detail: Any
     suggestion: Any | None
     override_reasons: tuple[Mapping[str, str], ...]
+    links: tuple[Mapping[str, str], ...]
 
 
 def load_templates(directory: Path = CARDS_DIR) -> dict[str, CardTemplate]:
     """Compile every cards/<rule-id>.yaml once."""
-    plain = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
-    markdown = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, finalize=escape_markdown)
+    plain_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+    markdown_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, finalize=escape_markdown)
     out = {}
     for path in sorted(directory.glob("*.yaml")):
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
         out[path.stem] = CardTemplate(
             title=spec["title"],
-            summary=plain.from_string(spec["summary"]),
-            detail=markdown.from_string(spec["detail"]),
-            suggestion=plain.from_string(spec["suggestion"]) if spec.get("suggestion") else None,
+            summary=plain_env.from_string(spec["summary"]),
+            detail=markdown_env.from_string(spec["detail"]),
+            suggestion=plain_env.from_string(spec["suggestion"]) if spec.get("suggestion") else None,
             override_reasons=tuple(spec.get("override_reasons", [])),
+            links=tuple(spec.get("links", [])),
         )
     return out
-
-
-def number(value: Decimal | int) -> int | float:
-    """A JSON number: 1 rather than 1.0 or Decimal('1')."""
-    as_float = float(value)
-    return int(as_float) if as_float.is_integer() else as_float
 
 
 class CardRenderer:
@@ -83,16 +119,34 @@ class CardRenderer:
         self.templates = templates
         self.indicators = indicators
 
-    def render(self, findings: Iterable[Finding], visit: Visit, hook_instance: str) -> list[dict[str, Any]]:
+    def render(
+        self,
+        findings: Iterable[Finding],
+        visit: Visit,
+        hook_instance: str,
+        captured: Mapping[str, Mapping[str, Any]] | None = None,
+        max_cards: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Cards in finding order; with max_cards, the most severe are kept."""
         by_ref = {inj.ref: inj for inj in visit.injections}
         cards = []
         for n, finding in enumerate(findings):
             inj = by_ref.get(finding.subject or "")
             card_id = uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}|{finding.rule}|{finding.subject}|{n}")
-            cards.append(self.card(finding, visit, inj, card_id))
+            cards.append(self.card(finding, visit, inj, card_id, captured or {}))
+        if max_cards is not None and len(cards) > max_cards:
+            keep = sorted(range(len(cards)), key=lambda i: (INDICATOR_ORDER[cards[i]["indicator"]], i))[:max_cards]
+            cards = [cards[i] for i in sorted(keep)]
         return cards
 
-    def card(self, finding: Finding, visit: Visit, inj: Injection | None, card_id: uuid.UUID) -> dict[str, Any]:
+    def card(
+        self,
+        finding: Finding,
+        visit: Visit,
+        inj: Injection | None,
+        card_id: uuid.UUID,
+        captured: Mapping[str, Mapping[str, Any]],
+    ) -> dict[str, Any]:
         template = self.templates[finding.rule]
         variables = self.variables(finding, visit, inj)
         summary = " ".join(template.summary.render(variables).split())
@@ -106,8 +160,15 @@ class CardRenderer:
                 "topic": {"system": RULE_SYSTEM, "code": finding.rule, "display": template.title},
             },
         }
-        actions = [self.action("create", line, visit, inj) for line in finding.creates]
-        actions += [self.action("update", line, visit, inj) for line in finding.updates]
+        if not card["detail"]:
+            del card["detail"]
+        actions = [self.create(line, visit) for line in finding.creates]
+        actions += [self.update(line, visit, captured) for line in finding.updates]
+        actions += [
+            {"type": "delete", "description": f"Remove charge {self.code_of(captured, cid)}",
+             "resourceId": f"ChargeItem/{cid}"}
+            for cid in finding.deletes
+        ]
         if actions and template.suggestion is not None:
             card["suggestions"] = [{
                 "label": " ".join(template.suggestion.render(variables).split()),
@@ -121,24 +182,42 @@ class CardRenderer:
                 {"system": OVERRIDE_SYSTEM, "code": r["code"], "display": r["display"]}
                 for r in template.override_reasons
             ]
+        if template.links:
+            card["links"] = [{"label": link["label"], "url": link["url"], "type": "absolute"}
+                             for link in template.links]
         return card
 
     def variables(self, finding: Finding, visit: Visit, inj: Injection | None) -> dict[str, Any]:
         lines = [*finding.creates, *finding.updates]
-        drug_line = inj is not None and inj.drug is not None and any(ln.code == inj.drug.hcpcs for ln in lines)
+        planned = visit.plan.get(inj.ref, PlannedLines()) if inj else PlannedLines()
+        drug = inj.drug if inj else None
+        unit = drug.billing_unit.unit if drug else None
         return {
-            **finding.detail,
-            "lines": " and ".join(f"{ln.code} x{number(ln.units)}" for ln in lines),
+            **{key: plain(value) for key, value in finding.detail.items()},
+            "lines": " and ".join(self.line_text(ln) for ln in lines),
             "charges": [
-                {"code": ln.code, "units": number(ln.units), "meaning": self.meaning(ln.code, inj)} for ln in lines
+                {"code": ln.code, "units": number(ln.units), "modifiers": list(ln.modifiers),
+                 "meaning": self.meaning(ln.code, inj)}
+                for ln in lines
             ],
-            "drug_line": drug_line,
+            "drug_line": planned.drug is not None and any(ln.code == planned.drug.code for ln in lines),
             "route": ROUTE_WORDS[inj.route] if inj else None,
-            "drug": (inj.drug.display if inj and inj.drug else inj.drug_text if inj else None),
+            "drug": (drug.display if drug else inj.drug_text if inj else None),
+            "drug_code": drug.hcpcs if drug else None,
+            "dose": amount(inj.dose, unit) if inj and inj.dose is not None else None,
             "date": inj.date_of_service.isoformat() if inj and inj.date_of_service else None,
+            "ref": finding.subject,
+            "what": "order" if inj and inj.kind == "order" else "administration",
             "planned": visit.hook_kind == "order-sign",
+            "payer_name": visit.payer.display if visit.payer else None,
+            "unit_words": UNIT_WORDS.get(unit or "", unit),
             "resource": f"{finding.detail.get('resource_type')}/{finding.detail.get('resource_id') or '(no id)'}",
         }
+
+    @staticmethod
+    def line_text(line: ChargeLine) -> str:
+        mods = "-" + "-".join(line.modifiers) if line.modifiers else ""
+        return f"{line.code}{mods} x{number(line.units)}"
 
     @staticmethod
     def meaning(code: str, inj: Injection | None) -> str:
@@ -146,18 +225,23 @@ class CardRenderer:
             return CODE_MEANINGS[code]
         if inj is not None and inj.drug is not None and code == inj.drug.hcpcs:
             size, unit = inj.drug.billing_unit.value, inj.drug.billing_unit.unit
-            return f"{inj.drug.display}, one unit per {number(size):,} {UNIT_WORDS.get(unit, unit)} (rounded up)"
+            return f"{inj.drug.display}, one unit per {amount(size, unit)} (rounded up)"
         return "charge"
 
-    def action(self, kind: str, line: Any, visit: Visit, inj: Injection | None) -> dict[str, Any]:
+    @staticmethod
+    def code_of(captured: Mapping[str, Mapping[str, Any]], charge_id: str) -> str:
+        codings = (captured.get(charge_id, {}).get("code") or {}).get("coding") or [{}]
+        return str(codings[0].get("code") or f"ChargeItem/{charge_id}")
+
+    @staticmethod
+    def status(visit: Visit) -> str:
+        return "planned" if visit.hook_kind == "order-sign" else "billable"
+
+    def create(self, line: ChargeLine, visit: Visit) -> dict[str, Any]:
         resource: dict[str, Any] = {"resourceType": "ChargeItem"}
-        if line.id:
-            resource["id"] = line.id
         if line.modifiers:
-            resource["extension"] = [
-                {"url": MODIFIER_URL, "valueCoding": {"system": MODIFIER_SYSTEM, "code": m}} for m in line.modifiers
-            ]
-        resource["status"] = "planned" if visit.hook_kind == "order-sign" else "billable"
+            resource["extension"] = [modifier_extension(m) for m in line.modifiers]
+        resource["status"] = self.status(visit)
         resource["code"] = {"coding": [{"system": CODE_SYSTEMS[line.system], "code": line.code}]}
         resource["subject"] = {"reference": visit.patient_ref}
         if visit.encounter_ref:
@@ -167,10 +251,39 @@ class CardRenderer:
         resource["quantity"] = {"value": number(line.units)}
         if line.service:
             resource["service"] = [{"reference": ref} for ref in line.service]
-        verb = "Add" if kind == "create" else "Update"
         system_name = "CPT" if line.system == CPT else "HCPCS"
-        return {
-            "type": kind,
-            "description": f"{verb} charge {system_name} {line.code} x{number(line.units)}",
-            "resource": resource,
-        }
+        return {"type": "create", "description": f"Add charge {system_name} {self.line_text(line)}",
+                "resource": resource}
+
+    def update(self, line: ChargeLine, visit: Visit, captured: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+        """The whole captured ChargeItem, with its id, carrying the corrected code, units and modifiers."""
+        resource = copy.deepcopy(dict(captured.get(line.id or "", {}))) or {"resourceType": "ChargeItem"}
+        resource["id"] = line.id
+        others = [e for e in resource.get("extension", []) if not str(e.get("url", "")).endswith("/procedure-modifier")]
+        kept = {(e.get("valueCoding") or {}).get("code"): e for e in resource.get("extension", [])
+                if str(e.get("url", "")).endswith("/procedure-modifier")}
+        modifiers = [kept.get(m) or modifier_extension(m) for m in line.modifiers]
+        if others or modifiers:
+            resource["extension"] = others + modifiers
+        else:
+            resource.pop("extension", None)
+        resource["status"] = self.status(visit)
+        billing = {"system": CODE_SYSTEMS[line.system], "code": line.code}
+        rest = [c for c in (resource.get("code") or {}).get("coding", [])
+                if c.get("system") not in CODE_SYSTEMS.values() and c.get("code") != line.code]
+        resource["code"] = {**(resource.get("code") or {}), "coding": [billing, *rest]}
+        resource.setdefault("subject", {"reference": visit.patient_ref})
+        if visit.encounter_ref:
+            resource.setdefault("context", {"reference": visit.encounter_ref})
+        if line.date_of_service and not any(k.startswith("occurrence") for k in resource):
+            resource["occurrenceDateTime"] = line.date_of_service.isoformat()
+        resource["quantity"] = {**(resource.get("quantity") or {}), "value": number(line.units)}
+        if not resource.get("service") and line.service:
+            resource["service"] = [{"reference": ref} for ref in line.service]
+        system_name = "CPT" if line.system == CPT else "HCPCS"
+        return {"type": "update", "description": f"Change charge to {system_name} {self.line_text(line)}",
+                "resource": resource}
+
+
+def modifier_extension(code: str) -> dict[str, Any]:
+    return {"url": MODIFIER_URL, "valueCoding": {"system": MODIFIER_SYSTEM, "code": code}}

@@ -13,8 +13,9 @@ from typing import Any
 import jsonschema
 import yaml
 
-from cds_service.catalog import DrugCatalog
+from cds_service.catalog import DrugCatalog, PayerProfiles
 from cds_service.errors import ConfigError
+from cds_service.rules.model import BillingPolicy
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = ROOT / "config" / "schema.json"
@@ -57,6 +58,8 @@ class Settings:
     facility_encounter_classes: frozenset[str]
     facility_pos_codes: frozenset[str]
     catalog: DrugCatalog
+    payers: PayerProfiles
+    policy: BillingPolicy
     rules: Mapping[str, RuleSettings]
 
     def enabled_rules(self) -> dict[str, Mapping[str, Any]]:
@@ -81,15 +84,48 @@ def problems(data: Any) -> list[str]:
     return found
 
 
-def read(path: str | os.PathLike[str]) -> Any:
-    """Parse a YAML file, raising ConfigError for a missing or unreadable one."""
+def read(path: str | os.PathLike[str], seen: tuple[Path, ...] = ()) -> Any:
+    """Parse a YAML file, and the files it `extends`; ConfigError for a missing or unreadable one."""
+    path = Path(path)
     try:
         with open(path, encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
+            data = yaml.safe_load(fh)
     except OSError as exc:
         raise ConfigError(str(path), [f"cannot read: {exc.strerror}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError(str(path), [f"not valid YAML: {exc}"]) from None
+    if not isinstance(data, dict) or not isinstance(data.get("extends"), str):
+        return data
+    base_path = (path.parent / data["extends"]).resolve()
+    if base_path in seen:
+        raise ConfigError(str(path), [f"extends: {data['extends']} extends this file again"])
+    base = read(base_path, (*seen, path.resolve()))
+    if not isinstance(base, dict):
+        raise ConfigError(str(path), [f"extends: {data['extends']} is not a mapping"])
+    return merge(base, {k: v for k, v in data.items() if k != "extends"})
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Override mappings key by key; any other value (lists included) replaces the base's."""
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def semantic_problems(data: Mapping[str, Any]) -> list[str]:
+    """Cross-references the schema cannot express: profiles and drug keys that must exist."""
+    found = []
+    drugs, payers = set(data["drugs"]), data["payers"]
+    if payers["default"] not in payers["profiles"]:
+        found.append(f"payers/default: '{payers['default']}' is not a profile")
+    for name, profile in payers["profiles"].items():
+        for field_name in ("covered_diagnoses", "frequency"):
+            found += [f"payers/profiles/{name}/{field_name}/{k}: no such drug"
+                      for k in profile.get(field_name, {}) if k not in drugs]
+        found += [f"payers/profiles/{name}/self_administered_drugs: no such drug '{k}'"
+                  for k in profile.get("self_administered_drugs", []) if k not in drugs]
+    return found
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -97,7 +133,7 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
     if path is None:
         path = os.environ.get("CDS_SERVICE_CONFIG") or DEFAULT_CONFIG
     data = read(path)
-    found = problems(data)
+    found = problems(data) or semantic_problems(data)
     if found:
         raise ConfigError(str(path), found)
     return build(data, str(path))
@@ -133,6 +169,15 @@ def build(data: Mapping[str, Any], source: str) -> Settings:
         facility_encounter_classes=frozenset(billing.get("facility_encounter_classes", [])),
         facility_pos_codes=frozenset(billing.get("facility_pos_codes", [])),
         catalog=DrugCatalog(data["drugs"]),
+        payers=PayerProfiles(data["payers"]),
+        policy=BillingPolicy(
+            admin_codes=billing.get("administration_codes", {}),
+            medicare_vaccine_codes=billing.get("medicare_vaccine_codes", {}),
+            em_needing_25=frozenset(billing.get("em_needing_modifier_25", [])),
+            em_bundled=frozenset(billing.get("em_bundled_with_administration", [])),
+            noc_codes=frozenset(billing.get("noc_codes", [])),
+            drug_codes=frozenset(d["hcpcs"] for d in data["drugs"].values()),
+        ),
         rules={
             rule_id: RuleSettings(
                 enabled=spec["enabled"],

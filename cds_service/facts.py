@@ -9,12 +9,23 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
-from cds_service.catalog import DrugCatalog, Product
+from cds_service.catalog import ACTIVITY_UNITS, MASS_IN_UG, VOLUME_UNITS, DrugCatalog, PayerProfiles, Product, convert
 from cds_service.fhir.parse import Resources
-from cds_service.rules.model import ChargeLine, Injection, Quantity, RouteClass, Setting, Visit
+from cds_service.rules.model import (
+    BillingPolicy,
+    ChargeLine,
+    Injection,
+    PayerProfile,
+    Quantity,
+    RouteClass,
+    Setting,
+    Visit,
+)
 
 RXNORM_SYSTEMS = {"http://www.nlm.nih.gov/research/umls/rxnorm", "urn:oid:2.16.840.1.113883.6.88"}
 NDC_SYSTEMS = {"http://hl7.org/fhir/sid/ndc", "urn:oid:2.16.840.1.113883.6.69"}
+CVX_SYSTEMS = {"http://hl7.org/fhir/sid/cvx", "urn:oid:2.16.840.1.113883.12.292"}
+PAYMENT_TYPOLOGY = "urn:oid:2.16.840.1.113883.3.221.5"
 CPT_SYSTEMS = {"http://www.ama-assn.org/go/cpt", "urn:oid:2.16.840.1.113883.6.12"}
 HCPCS_SYSTEMS = {
     "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets",
@@ -70,19 +81,21 @@ ROUTE_TEXT: tuple[tuple[re.Pattern[str], RouteClass], ...] = tuple(
     )
 )
 
-MASS_IN_UG = {"ug": Decimal(1), "mcg": Decimal(1), "µg": Decimal(1), "microgram": Decimal(1),
-              "micrograms": Decimal(1), "mg": Decimal(1000), "milligram": Decimal(1000),
-              "milligrams": Decimal(1000), "g": Decimal(1_000_000), "gram": Decimal(1_000_000)}
-VOLUME_UNITS = {"ml", "milliliter", "milliliters", "millilitre", "cc"}
-ACTIVITY_UNITS = {"[iu]": "[iU]", "iu": "[iU]", "u": "U", "unit": "U", "units": "U", "[u]": "U"}
 NON_BILLABLE_CHARGE = {"entered-in-error", "aborted"}
+PATIENT_SUPPLIED_TEXT = re.compile(
+    r"patient[- ]?(supplied|provided|brought|owned)|(pt|patient)'?s own (supply|medication|drug|vial)"
+    r"|brought (in )?(by|from) (the )?(patient|home)|own supply",
+    re.IGNORECASE,
+)
 
 
 @dataclass(frozen=True)
 class Terms:
-    """The configuration facts read: the drug catalog and the facility code lists."""
+    """The configuration facts read: the drug catalog, payer profiles, code tables and facility lists."""
 
     catalog: DrugCatalog
+    payers: PayerProfiles
+    policy: BillingPolicy
     facility_classes: frozenset[str]
     facility_pos: frozenset[str]
 
@@ -105,12 +118,9 @@ def build(
     dos = local_date(enc.period.start if enc and enc.period else None, tz)
     encounter_ref = f"Encounter/{encounter_id}" if encounter_id else None
     diagnoses = encounter_diagnoses(resources, encounter_ref)
-    admins = [
-        administration(ma, resources, terms.catalog, tz, diagnoses)
-        for ma in resources.administrations
-    ]
-    current = tuple(a for a, ma in zip(admins, resources.administrations, strict=True)
-                    if belongs(ma, encounter_ref, a.date_of_service, dos))
+    kept = [ma for ma in resources.administrations if ma.status != "entered-in-error"]  # RULES: ignored
+    admins = [administration(ma, resources, terms.catalog, tz, diagnoses) for ma in kept]
+    current = tuple(a for a, ma in zip(admins, kept, strict=True) if belongs(ma, encounter_ref, a.date_of_service, dos))
     history = tuple(a for a in admins if a not in current)
     if hook_kind == "order-sign":
         order_dos = dos or dt.date.today()
@@ -125,6 +135,8 @@ def build(
         history=history,
         charges=tuple(charge_lines(resources.charges, tz)),
         invalid=tuple(resources.invalid),
+        payer=payer(resources, terms.payers),
+        policy=terms.policy,
     )
 
 
@@ -179,6 +191,8 @@ def short_system(system: str | None) -> str | None:
         return "rxnorm"
     if system in NDC_SYSTEMS:
         return "ndc"
+    if system in CVX_SYSTEMS:
+        return "cvx"
     if system in HCPCS_SYSTEMS:
         return "hcpcs"
     return None
@@ -199,24 +213,32 @@ def medication_of(resource: Any, resources: Resources) -> tuple[Any, Any]:
     return med.code, med
 
 
-def identify(concept: Any, med: Any, catalog: DrugCatalog) -> tuple[Product | None, bool, str | None]:
-    """Find the catalog product: by RxNorm, NDC or HCPCS coding, else by name. Returns (product, coded, text)."""
+@dataclass(frozen=True)
+class Identified:
+    product: Product | None
+    coded: bool  # a drug coding (RxNorm, NDC, CVX, HCPCS) is present, known to the catalog or not
+    text: str | None
+    ndc: str | None
+
+
+def identify(concept: Any, med: Any, catalog: DrugCatalog) -> Identified:
+    """Find the catalog product: by RxNorm, NDC, CVX or HCPCS coding, else by name in the text."""
     text = concept if isinstance(concept, str) else getattr(concept, "text", None)
-    for coding in codings(concept):
-        system = short_system(coding.system)
-        if system and coding.code:
-            product = catalog.product(system, coding.code)
-            if product is not None:
-                return product, True, text or coding.display
-        text = text or coding.display
+    coded = [(short_system(c.system), c.code.strip()) for c in codings(concept) if c.code and short_system(c.system)]
+    ndc = next((code for system, code in coded if system == "ndc"), None)
+    text = text or next((c.display for c in codings(concept) if c.display), None)
+    for system, code in sorted(coded, key=lambda sc: sc[0] != "ndc"):  # an NDC also tells the container
+        product = catalog.product(system or "", code)
+        if product is not None:
+            return Identified(product, True, text, ndc)
     names = [text] if text else []
     if med is not None:
         names += [getattr(i.itemCodeableConcept, "text", None) for i in med.ingredient or []]
     for name in filter(None, names):
         product = catalog.by_name(name)
         if product is not None:
-            return product, False, text or name
-    return None, False, text
+            return Identified(product, bool(coded), text or name, ndc)
+    return Identified(None, bool(coded), text, ndc)
 
 
 def route_of(route: Any, texts: Iterable[str | None]) -> tuple[RouteClass, bool]:
@@ -235,22 +257,20 @@ def route_of(route: Any, texts: Iterable[str | None]) -> tuple[RouteClass, bool]
 
 
 def to_billing_unit(dose: Any, product: Product | None, med: Any) -> Decimal | None:
-    """Express a dose Quantity in the drug's billing unit (ug, mg or mL x concentration)."""
+    """Express a dose Quantity in the drug's billing unit (ug, mg, units, or mL x concentration)."""
     if product is None or dose is None or dose.value is None:
         return None
     unit = (dose.code or dose.unit or "").strip().lower()
     value = Decimal(dose.value)
     target = product.drug.billing_unit.unit
-    if unit in VOLUME_UNITS:
+    if unit in VOLUME_UNITS and target.lower() not in VOLUME_UNITS:
         per_ml = product.per_ml or strength_per_ml(med)
         if per_ml is None:
             return None
         value, unit = value * per_ml.value, per_ml.unit.lower()
-    if unit in MASS_IN_UG and target.lower() in MASS_IN_UG:
-        return value * MASS_IN_UG[unit] / MASS_IN_UG[target.lower()]
-    if ACTIVITY_UNITS.get(unit) == ACTIVITY_UNITS.get(target.lower(), target):
-        return value
-    return None
+    if unit not in MASS_IN_UG and unit not in VOLUME_UNITS and unit not in ACTIVITY_UNITS:
+        return None
+    return convert(value, unit, target)
 
 
 def strength_per_ml(med: Any) -> Quantity | None:
@@ -271,24 +291,32 @@ def administration(
     ma: Any, resources: Resources, catalog: DrugCatalog, tz: dt.tzinfo | None, visit_dx: tuple[str, ...]
 ) -> Injection:
     concept, med = medication_of(ma, resources)
-    product, coded, text = identify(concept, med, catalog)
+    found = identify(concept, med, catalog)
     dosage = ma.dosage
     route, route_coded = route_of(dosage.route if dosage else None, [dosage.text if dosage else None])
     if route is RouteClass.IV_PUSH and is_infusion(ma):
         route = RouteClass.IV_INFUSION
     when = ma.effectiveDateTime or (ma.effectivePeriod.start if ma.effectivePeriod else None)
+    dose = dosage.dose if dosage else None
+    notes = [n.text for n in ma.note or []] + [dosage.text if dosage else None]
     return Injection(
         ref=f"MedicationAdministration/{ma.id}",
         kind="administration",
         status=ma.status,
-        drug=product.drug if product else None,
-        drug_coded=coded,
-        drug_text=text,
+        drug=found.product.drug if found.product else None,
+        drug_coded=found.coded,
+        drug_text=found.text,
+        ndc=found.ndc,
+        container=container_of(found.product),
         route=route,
         route_coded=route_coded,
-        dose=to_billing_unit(dosage.dose if dosage else None, product, med),
+        dose=to_billing_unit(dose, found.product, med),
+        dose_documented=dose is not None and dose.value is not None,
+        at=local_time(when, tz),
+        timed=isinstance(when, dt.datetime),
         date_of_service=local_date(when, tz),
         performer=bool(ma.performer),
+        patient_supplied=patient_supplied(ma, notes),
         diagnoses=reason_codes(ma, resources) or visit_dx,
     )
 
@@ -298,7 +326,7 @@ def order(
     visit_dx: tuple[str, ...],
 ) -> Injection:
     concept, med = medication_of(mr, resources)
-    product, coded, text = identify(concept, med, catalog)
+    found = identify(concept, med, catalog)
     instruction = (mr.dosageInstruction or [None])[0]
     route, route_coded = route_of(
         instruction.route if instruction else None, [instruction.text if instruction else None]
@@ -306,20 +334,58 @@ def order(
     dose = None
     for dose_rate in (instruction.doseAndRate or []) if instruction else []:
         dose = dose_rate.doseQuantity or dose
+    notes = [n.text for n in mr.note or []] + [instruction.text if instruction else None]
     return Injection(
         ref=f"MedicationRequest/{mr.id}",
         kind="order",
         status=mr.status,
-        drug=product.drug if product else None,
-        drug_coded=coded,
-        drug_text=text,
+        drug=found.product.drug if found.product else None,
+        drug_coded=found.coded,
+        drug_text=found.text,
+        ndc=found.ndc,
+        container=container_of(found.product),
         route=route,
         route_coded=route_coded,
-        dose=to_billing_unit(dose, product, med),
+        dose=to_billing_unit(dose, found.product, med),
+        dose_documented=dose is not None and dose.value is not None,
+        timed=True,  # an order has no administration time yet
         date_of_service=dos,
         performer=True,
+        patient_supplied=patient_supplied(mr, notes),
         diagnoses=reason_codes(mr, resources) or visit_dx,
     )
+
+
+def container_of(product: Product | None) -> Literal["single-dose", "multi-dose"] | None:
+    if product is None or product.container not in ("single-dose", "multi-dose"):
+        return None
+    return "single-dose" if product.container == "single-dose" else "multi-dose"
+
+
+def patient_supplied(resource: Any, texts: Iterable[str | None]) -> bool:
+    """The patient brought the drug: an extension saying so, or a note or dosage text that does."""
+    for ext in resource.extension or []:
+        url = (ext.url or "").lower()
+        if ("patient-supplied" in url or "patientsupplied" in url or "own-supply" in url) and ext.valueBoolean:
+            return True
+    return any(PATIENT_SUPPLIED_TEXT.search(text) for text in texts if text)
+
+
+def local_time(value: Any, tz: dt.tzinfo | None) -> dt.datetime | None:
+    if isinstance(value, dt.datetime):
+        return value.astimezone(tz) if tz is not None and value.tzinfo is not None else value
+    return None
+
+
+def payer(resources: Resources, profiles: PayerProfiles) -> PayerProfile | None:
+    """The payer profile of the patient's first active coverage (by Coverage.order), or None without one."""
+    active = [c for c in resources.coverages if c.status in (None, "active")]
+    if not active:
+        return None
+    coverage = min(active, key=lambda c: c.order if c.order is not None else 1_000_000)
+    codes = [c.code for c in codings(coverage.type) if c.code and c.system in (PAYMENT_TYPOLOGY, None)]
+    names = [p.display for p in coverage.payor or [] if p.display]
+    return profiles.select(codes, names)
 
 
 def is_infusion(ma: Any) -> bool:

@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from cds_service.cards import CardRenderer
+from cds_service.facts import Terms
 from cds_service.config import Settings
 from cds_service.fhir.client import FhirClient
 from cds_service.fhir.prefetch import ClientFactory
@@ -16,6 +17,7 @@ from cds_service.store import FeedbackStore
 @dataclass
 class Runtime:
     settings: Settings
+    terms: Terms
     store: FeedbackStore
     renderer: CardRenderer
     services: dict[str, ServiceDef]
@@ -34,3 +36,14 @@ def fhir_client_factory(settings: Settings) -> ClientFactory:
         )
 
     return make
+
+
+def terms_of(settings: Settings) -> Terms:
+    """What facts read from configuration, built once per app."""
+    return Terms(
+        catalog=settings.catalog,
+        payers=settings.payers,
+        policy=settings.policy,
+        facility_classes=settings.facility_encounter_classes,
+        facility_pos=settings.facility_pos_codes,
+    )

@@ -27,6 +27,7 @@ def handle_hook(
     service: ServiceDef,
     *,
     settings: Settings,
+    terms: facts.Terms,
     renderer: CardRenderer,
     make_client: ClientFactory,
     store: FeedbackStore | None,
@@ -52,13 +53,13 @@ def handle_hook(
         fetch_medications(resources, client, missing)
     visit = facts.build(
         resources,
-        facts.Terms(settings.catalog, settings.facility_encounter_classes, settings.facility_pos_codes),
+        terms,
         hook_kind=service.kind,
         patient_id=str(request.context["patientId"]),
         encounter_id=request.context.get("encounterId"),
     )
     findings = tuple(rules.evaluate(visit, settings.enabled_rules()))
-    cards = renderer.render(findings, visit, request.hook_instance)
+    cards = renderer.render(findings, visit, request.hook_instance, resources.charge_json)
     if store is not None and cards:
         store.record_cards(service.id, request.hook_instance, cards)
     return Outcome({"cards": cards}, findings)

@@ -34,6 +34,7 @@ class Resources:
     medications: dict[str, Medication] = field(default_factory=dict)  # by "Medication/id" and fullUrl
     conditions: list[Condition] = field(default_factory=list)
     charges: list[ChargeItem] = field(default_factory=list)
+    charge_json: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # by id: updates carry them whole
     coverages: list[Coverage] = field(default_factory=list)
     invalid: list[InvalidResource] = field(default_factory=list)
 
@@ -86,6 +87,8 @@ def read(values: Mapping[str, Any], draft_orders: Mapping[str, Any] | None = Non
             resource = validate(where, data, out)
             if resource is not None:
                 add(out, resource, full_url, where)
+                if isinstance(resource, ChargeItem) and resource.id:
+                    out.charge_json[resource.id] = data
     return out
 
 

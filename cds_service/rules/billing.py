@@ -1,51 +1,86 @@
-"""What to bill: the administration code and the drug line."""
+"""What to bill: the administration code, the drug line, several injections, and drug waste."""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from decimal import Decimal
+from dataclasses import replace
 
-from cds_service.rules.model import (
-    ADMIN_96372,
-    CPT,
-    HCPCS,
-    ChargeLine,
-    DrugClass,
-    Finding,
-    Injection,
-    Setting,
-    Visit,
-)
+from cds_service.rules.model import ADMIN_96372, ChargeLine, Finding, Injection, PlannedLines, Visit
+from cds_service.rules.plan import waste_modifier_applies
 
-NOT_96372_CLASSES = frozenset(
-    {DrugClass.VACCINE, DrugClass.ANTINEOPLASTIC_HORMONAL, DrugClass.ANTINEOPLASTIC_NON_HORMONAL}
-)
+WASTE_MODIFIERS = frozenset({"JZ", "JW"})
 
 
 def admin_96372(inj: Injection, visit: Visit) -> Iterator[Finding]:
     """Suggest 96372 and the drug line for a completed SC/IM injection (CPT 96372; HCPCS "up to" units)."""
-    if not inj.completed or not inj.route.is_injection or visit.setting is Setting.FACILITY:
+    lines = visit.plan.get(inj.ref, PlannedLines())
+    if lines.admin is None or lines.admin.code != ADMIN_96372:
         return
-    if inj.drug is not None and inj.drug.drug_class in NOT_96372_CLASSES:
-        return
-    wanted = [ChargeLine(ADMIN_96372, CPT, Decimal(1), date_of_service=inj.date_of_service, service=(inj.ref,))]
-    units = inj.drug_units
-    if inj.drug is not None and units is not None:
-        wanted.append(
-            ChargeLine(inj.drug.hcpcs, HCPCS, Decimal(units), date_of_service=inj.date_of_service, service=(inj.ref,))
-        )
-    missing = tuple(line for line in wanted if not is_captured(line, inj, visit.charges))
+    missing = uncaptured(lines, inj, visit)
     if missing:
-        yield Finding(subject=inj.ref, creates=missing, detail={"route": inj.route.value, "units": units})
+        yield Finding(creates=missing, detail={"code": ADMIN_96372})
 
 
-def is_captured(line: ChargeLine, inj: Injection, charges: Iterable[ChargeLine]) -> bool:
-    """A captured charge with the same code that rests on this admin, or on no admin but the same date."""
-    for charge in charges:
-        if charge.code != line.code:
+def admin_code_alternative(inj: Injection, visit: Visit) -> Iterator[Finding]:
+    """Suggest the right administration code when 96372 does not apply (CPT 96365-96402, 90471, G0008)."""
+    lines = visit.plan.get(inj.ref, PlannedLines())
+    if lines.admin is None or lines.admin.code == ADMIN_96372:
+        return
+    missing = uncaptured(lines, inj, visit)
+    if missing:
+        yield Finding(creates=missing, detail={"code": lines.admin.code})
+
+
+def uncaptured(lines: PlannedLines, inj: Injection, visit: Visit) -> tuple[ChargeLine, ...]:
+    """Planned lines not yet charged. A wrong administration code already charged is charge-code-mismatch's."""
+    out = []
+    admin_codes = visit.policy.administration_codes
+    if lines.admin is not None and not any(
+        c.code in admin_codes and c.rests_on(inj) for c in visit.charges
+    ):
+        out.append(lines.admin)
+    if lines.drug is not None and not captured(lines.drug.code, inj, visit.charges):
+        out.append(lines.drug)
+    return tuple(out)
+
+
+def captured(code: str, inj: Injection, charges: Iterable[ChargeLine]) -> ChargeLine | None:
+    return next((c for c in charges if c.code == code and c.rests_on(inj)), None)
+
+
+def multiple_injections(visit: Visit) -> Iterator[Finding]:
+    """More than one SC/IM injection on a date: one 96372 per injection, with 59/XU where the payer asks."""
+    by_day: dict[object, list[Injection]] = defaultdict(list)
+    for inj in visit.injections:
+        admin = visit.plan.get(inj.ref, PlannedLines()).admin
+        if admin is not None and admin.code == ADMIN_96372:
+            by_day[inj.date_of_service].append(inj)
+    modifier = visit.payer.multiple_injection_modifier if visit.payer else None
+    for day, injections in by_day.items():
+        if len(injections) < 2:
             continue
-        if inj.ref in charge.service:
-            return True
-        if not charge.service and charge.date_of_service in (None, inj.date_of_service):
-            return True
-    return False
+        updates = []
+        for inj in injections:
+            wanted = visit.plan[inj.ref].admin
+            line = captured(ADMIN_96372, inj, visit.charges)
+            if wanted and line and line.id and set(wanted.modifiers) - set(line.modifiers):
+                updates.append(replace(line, modifiers=line.modifiers + wanted.modifiers))
+        yield Finding(
+            updates=tuple(updates),
+            detail={"count": len(injections), "date": day, "modifier": modifier,
+                    "admins": [i.ref for i in injections]},
+        )
+
+
+def drug_waste_modifier(inj: Injection, visit: Visit) -> Iterator[Finding]:
+    """Medicare Part B: JZ or JW on a single-dose container drug (Claims Processing Manual ch. 17 s40)."""
+    lines = visit.plan.get(inj.ref, PlannedLines())
+    if lines.drug is None or not waste_modifier_applies(inj, visit) or inj.container == "multi-dose":
+        return
+    line = captured(lines.drug.code, inj, visit.charges)
+    if inj.container is None:
+        yield Finding(detail={"container": "unknown", "code": lines.drug.code, "ndc": inj.ndc})
+    elif line is not None and line.id and not WASTE_MODIFIERS & set(line.modifiers):
+        update = replace(line, modifiers=(*line.modifiers, "JZ"))
+        yield Finding(updates=(update,), detail={"container": "single-dose", "code": lines.drug.code})

@@ -1,9 +1,10 @@
-"""The values rules read and write: facts about injections, and findings."""
+"""The values rules read and write: facts about injections, payer profiles, and findings."""
 
 from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -13,6 +14,12 @@ from typing import Any, Literal
 CPT: Literal["cpt"] = "cpt"
 HCPCS: Literal["hcpcs"] = "hcpcs"
 ADMIN_96372 = "96372"
+CodeSystem = Literal["cpt", "hcpcs"]
+
+
+def code_system(code: str) -> CodeSystem:
+    """CPT codes are five digits (or four and a letter); HCPCS Level II codes are a letter and four digits."""
+    return HCPCS if re.fullmatch(r"[A-V]\d{4}", code) else CPT
 
 
 class RouteClass(StrEnum):
@@ -57,11 +64,55 @@ class Drug:
 
     key: str
     display: str
-    hcpcs: str
+    hcpcs: str  # its billing code: HCPCS Level II, or a CPT product code for vaccines
     billing_unit: Quantity
     allowed_routes: frozenset[RouteClass]
     drug_class: DrugClass = DrugClass.OTHER
-    max_dose: Quantity | None = None
+    max_dose: Decimal | None = None  # in billing_unit.unit
+    vaccine_kind: str | None = None  # influenza, pneumococcal, hepatitis-b: Medicare G0008/G0009/G0010
+
+    @property
+    def code_system(self) -> CodeSystem:
+        return code_system(self.hcpcs)
+
+
+@dataclass(frozen=True)
+class Frequency:
+    """How often a drug may be given: a minimum interval, except in a loading phase (BILLING-FACTS)."""
+
+    min_interval_days: int
+    loading_max_doses: int = 0
+    loading_window_days: int = 0
+
+
+@dataclass(frozen=True)
+class PayerProfile:
+    """What one kind of payer asks for, selected from Coverage."""
+
+    key: str
+    display: str
+    waste_modifiers: bool = False  # JZ/JW (Medicare Part B)
+    medicare_vaccine_codes: bool = False  # G0008/G0009/G0010 instead of 90471/90472
+    multiple_injection_modifier: str | None = None  # 59 or XU on the second and later 96372 lines
+    self_administered: frozenset[str] = frozenset()  # drug keys
+    covered_diagnoses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # drug key -> ICD-10 prefixes
+    frequency: Mapping[str, Frequency] = field(default_factory=dict)  # drug key -> limits
+
+
+@dataclass(frozen=True)
+class BillingPolicy:
+    """Code tables from configuration that more than one rule needs."""
+
+    admin_codes: Mapping[str, str] = field(default_factory=dict)  # iv_push, iv_push_additional, ...
+    medicare_vaccine_codes: Mapping[str, str] = field(default_factory=dict)  # vaccine kind -> G code
+    em_needing_25: frozenset[str] = frozenset()
+    em_bundled: frozenset[str] = frozenset()
+    noc_codes: frozenset[str] = frozenset()
+    drug_codes: frozenset[str] = frozenset()  # the catalog's drug billing codes
+
+    @property
+    def administration_codes(self) -> frozenset[str]:
+        return frozenset({ADMIN_96372, *self.admin_codes.values(), *self.medicare_vaccine_codes.values()})
 
 
 @dataclass(frozen=True)
@@ -69,12 +120,18 @@ class ChargeLine:
     """A charge, captured on the encounter or suggested by a finding."""
 
     code: str
-    system: Literal["cpt", "hcpcs"]
+    system: CodeSystem
     units: Decimal = Decimal(1)
     modifiers: tuple[str, ...] = ()
     date_of_service: dt.date | None = None
     id: str | None = None
     service: tuple[str, ...] = ()
+
+    def rests_on(self, inj: Injection) -> bool:
+        """A charge rests on an admin it references, or, referencing none, on an admin of its date."""
+        if self.service:
+            return inj.ref in self.service
+        return self.date_of_service is None or self.date_of_service == inj.date_of_service
 
 
 @dataclass(frozen=True)
@@ -85,13 +142,19 @@ class Injection:
     kind: Literal["administration", "order"]
     status: str
     drug: Drug | None = None
-    drug_coded: bool = False  # identified by an RxNorm, NDC or HCPCS coding, not by text
+    drug_coded: bool = False  # an RxNorm, NDC, CVX or HCPCS coding is present
     drug_text: str | None = None
+    ndc: str | None = None
+    container: Literal["single-dose", "multi-dose"] | None = None
     route: RouteClass = RouteClass.UNKNOWN
     route_coded: bool = False
     dose: Decimal | None = None  # in drug.billing_unit.unit
+    dose_documented: bool = False  # a dose quantity is charted, even one that cannot be converted
+    at: dt.datetime | None = None  # when given, in the encounter's time zone
+    timed: bool = False  # effective[x] carries a time of day
     date_of_service: dt.date | None = None
     performer: bool = False
+    patient_supplied: bool = False
     diagnoses: tuple[str, ...] = ()
 
     @property
@@ -120,6 +183,14 @@ class InvalidResource:
 
 
 @dataclass(frozen=True)
+class PlannedLines:
+    """The lines one injection should be billed with, whoever suggests them."""
+
+    admin: ChargeLine | None = None
+    drug: ChargeLine | None = None
+
+
+@dataclass(frozen=True)
 class Visit:
     """Everything the rules see for one hook call."""
 
@@ -132,6 +203,9 @@ class Visit:
     history: tuple[Injection, ...] = ()
     charges: tuple[ChargeLine, ...] = ()
     invalid: tuple[InvalidResource, ...] = ()
+    payer: PayerProfile | None = None
+    policy: BillingPolicy = field(default_factory=BillingPolicy)
+    plan: Mapping[str, PlannedLines] = field(default_factory=dict)  # by Injection.ref; see rules.prepare
 
 
 @dataclass(frozen=True)
@@ -142,4 +216,5 @@ class Finding:
     subject: str | None = None  # Injection.ref, or None for the visit
     creates: tuple[ChargeLine, ...] = ()
     updates: tuple[ChargeLine, ...] = ()
+    deletes: tuple[str, ...] = ()  # ChargeItem ids
     detail: Mapping[str, Any] = field(default_factory=dict)

@@ -10,6 +10,9 @@ from flask import Request
 from cds_service.errors import BodyTooLarge, InvalidHookRequest, UnsupportedMediaType
 
 
+DRAIN_CHUNKS = 16  # up to 1 MiB
+
+
 def is_json(request: Request) -> bool:
     mimetype = request.mimetype or ""
     return mimetype == "application/json" or mimetype.endswith("+json")
@@ -40,7 +43,12 @@ def read_json(request: Request, max_depth: int) -> Any:
     limit = request.max_content_length
     if request.content_length is None and limit is not None and len(raw) >= limit:
         # Chunked: werkzeug hands back the body cut at the limit; one more byte means it was larger.
-        if request.environ["wsgi.input"].read(1):
+        stream = request.environ["wsgi.input"]
+        if stream.read(1):
+            # Read a bounded amount more so a client that overshoots a little sees the 413 and not a reset.
+            for _ in range(DRAIN_CHUNKS):
+                if not stream.read(64 * 1024):
+                    break
             raise BodyTooLarge("The request body is larger than this service accepts.")
     try:
         body = json.loads(raw)

@@ -29,7 +29,10 @@ def operation_outcome(status: int, code: str, text: str) -> Response:
 def register(app: Flask) -> None:
     @app.errorhandler(CDSError)
     def cds_error(exc: CDSError) -> Response:
-        return operation_outcome(exc.status, exc.code, exc.message)
+        response = operation_outcome(exc.status, exc.code, exc.message)
+        if exc.status == 413:
+            response.headers["Connection"] = "close"  # the unread rest of the body must not become a request
+        return response
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
@@ -40,6 +43,8 @@ def register(app: Flask) -> None:
             413: "The request body is larger than this service accepts.",
         }.get(status, exc.name)
         response = operation_outcome(status, HTTP_ISSUE_CODES.get(status, "exception"), text)
+        if status == 413:
+            response.headers["Connection"] = "close"  # the unread rest of the body must not become a request
         if status == 405 and exc.response is None and hasattr(exc, "valid_methods") and exc.valid_methods:
             response.headers["Allow"] = ", ".join(exc.valid_methods)
         return response

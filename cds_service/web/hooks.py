@@ -51,6 +51,7 @@ def call(service_id: str) -> Response:
             hook_request,
             service,
             settings=rt.settings,
+            terms=rt.terms,
             renderer=rt.renderer,
             make_client=rt.make_fhir_client,
             store=rt.store,

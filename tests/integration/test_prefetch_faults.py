@@ -87,7 +87,7 @@ def assert_outcome(response: Any, status: int = 412) -> dict[str, Any]:
 def assert_happy(response: Any) -> dict[str, Any]:
     assert response.status_code == 200, response.get_data(as_text=True)
     body: dict[str, Any] = response.get_json()
-    assert topics(body) == ["admin-96372"]
+    assert topics(body) == ["admin-96372", "drug-waste-modifier"]  # scenario 01: Medicare, container unknown
     assert sorted((c, u) for c, u, _ in suggested_charges(body)) == [("96372", 1), ("J3420", 1)]
     return body
 

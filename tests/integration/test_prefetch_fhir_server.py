@@ -221,7 +221,7 @@ def test_unknown_encounter_with_its_administration_still_bills_it(
     response = discharge_client.post(DISCHARGE, json=request)
     assert_happy_01(response)
     body = response.get_json()
-    assert topics(body) == ["admin-96372"]
+    assert topics(body) == ["admin-96372", "diagnosis-missing"]  # its Condition and Coverage are not this patient's
     actions = [a for c in body["cards"] for s in c.get("suggestions", []) for a in s["actions"]]
     assert {a["resource"]["context"]["reference"] for a in actions} == {f"Encounter/{missing}"}
     assert {a["resource"]["occurrenceDateTime"] for a in actions} == {"2025-03-04"}

@@ -90,7 +90,7 @@ def test_b12_im_injection_gets_one_96372_card(client: FlaskClient) -> None:
     response = client.post(DISCHARGE, json=request_01())
     assert response.status_code == 200
     body = response.get_json()
-    assert topics(body) == ["admin-96372"]
+    assert topics(body) == ["admin-96372", "drug-waste-modifier"]  # Medicare Part B, container unknown
     assert suggested_charges(body) == [("96372", 1, ()), ("J3420", 1, ())]
     card = body["cards"][0]
     assert card["indicator"] == "info"
@@ -115,9 +115,11 @@ def test_suggested_charge_items_are_valid_r4(client: FlaskClient) -> None:
     from fhir.resources.R4B.chargeitem import ChargeItem
 
     body = client.post(DISCHARGE, json=request_01()).get_json()
+    assert body["cards"][0]["suggestions"]
     for card in body["cards"]:
-        for action in card["suggestions"][0]["actions"]:
-            ChargeItem.model_validate(action["resource"])
+        for suggestion in card.get("suggestions", []):
+            for action in suggestion["actions"]:
+                ChargeItem.model_validate(action["resource"])
 
 
 def test_same_request_on_the_custom_close_hook(client: FlaskClient) -> None:
@@ -182,8 +184,9 @@ def test_invalid_resource_gets_its_own_card_and_the_rest_is_evaluated(client: Fl
     entries[1]["resource"]["effectiveDateTime"] = "2025-02-02T10:15:00"  # no time zone
     entries[2]["resource"]["dosage"]["dose"]["value"] = "a lot"
     body = client.post(DISCHARGE, json=request).get_json()
-    assert sorted(topics(body)) == ["admin-96372", "invalid-resource", "invalid-resource"]
+    assert sorted(topics(body)) == ["admin-96372", "drug-waste-modifier", "invalid-resource", "invalid-resource"]
     invalid = [c for c in body["cards"] if c["source"]["topic"]["code"] == "invalid-resource"]
+    assert len(invalid) == 2
     assert invalid[0]["indicator"] == "warning" and invalid[0]["overrideReasons"]
     assert "MedicationAdministration/ma-4f2b4345-p30" in invalid[0]["summary"]
     assert "effectiveDateTime" in invalid[0]["detail"]

@@ -12,10 +12,11 @@ import pytest
 from cds_service import config, facts
 from cds_service.catalog import normalize_ndc
 from cds_service.fhir.parse import read
+from cds_service.runtime import terms_of
 from cds_service.rules.model import RouteClass, Setting, Visit
 
 SETTINGS = config.load(config.DEFAULT_CONFIG)
-TERMS = facts.Terms(SETTINGS.catalog, SETTINGS.facility_encounter_classes, SETTINGS.facility_pos_codes)
+TERMS = terms_of(SETTINGS)
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 SNOMED = "http://snomed.info/sct"
 

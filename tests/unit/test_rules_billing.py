@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cds_service.rules import evaluate
+from cds_service.rules.plan import prepare
 from cds_service.rules.billing import admin_96372
 from cds_service.rules.model import (
     ChargeLine,
@@ -66,7 +67,7 @@ def make_visit(*injections: Injection, **overrides: Any) -> Visit:
 
 
 def lines(inj: Injection, visit: Visit | None = None) -> list[tuple[str, Decimal]]:
-    visit = visit or make_visit(inj)
+    visit = prepare(visit or make_visit(inj))
     return [(line.code, line.units) for f in admin_96372(inj, visit) for line in f.creates]
 
 
@@ -153,7 +154,7 @@ def test_charge_for_another_admin_or_day_does_not_count() -> None:
 
 def test_suggested_lines_carry_date_and_admin() -> None:
     inj = make_injection()
-    (finding,) = admin_96372(inj, make_visit(inj))
+    (finding,) = admin_96372(inj, prepare(make_visit(inj)))
     assert {(line.date_of_service, line.service) for line in finding.creates} == {(DOS, (inj.ref,))}
 
 

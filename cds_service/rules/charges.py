@@ -1,0 +1,90 @@
+"""Charges already captured on the encounter: E/M beside an injection, wrong codes or units, no admin behind."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+
+from cds_service.rules.model import ChargeLine, Finding, Injection, PlannedLines, Setting, Visit
+
+
+def administration_lines(visit: Visit) -> list[ChargeLine]:
+    """Drug administration lines of the encounter: captured, and suggested in this same response."""
+    codes = visit.policy.administration_codes
+    planned = [p.admin for p in visit.plan.values() if p.admin is not None]
+    return [c for c in visit.charges if c.code in codes] + planned
+
+
+def same_day_em_modifier_25(visit: Visit) -> Iterator[Finding]:
+    """An E/M beside a drug administration on the same day needs modifier 25 (Noridian E/M and drug admin)."""
+    admin_lines = administration_lines(visit)
+    for charge in visit.charges:
+        if charge.code not in visit.policy.em_needing_25 or "25" in charge.modifiers or not charge.id:
+            continue
+        beside = [ln for ln in admin_lines if charge.date_of_service in (None, ln.date_of_service)]
+        if beside:
+            admins = tuple(dict.fromkeys(ref for ln in beside for ref in ln.service))
+            fixed = replace(charge, modifiers=(*charge.modifiers, "25"), service=charge.service or admins)
+            yield Finding(updates=(fixed,), detail={"code": charge.code, "beside": sorted({ln.code for ln in beside})})
+
+
+def em_99211_bundled(visit: Visit) -> Iterator[Finding]:
+    """CMS does not pay 99211 with a drug administration code, with or without 25 (CR 3631)."""
+    days = {line.date_of_service for line in administration_lines(visit)}
+    for charge in visit.charges:
+        if charge.code in visit.policy.em_bundled and charge.id:
+            if charge.date_of_service in days or (charge.date_of_service is None and days):
+                yield Finding(deletes=(charge.id,), detail={"code": charge.code})
+
+
+def facility_setting(visit: Visit) -> Iterator[Finding]:
+    """In a facility the physician does not report drug administration codes (CPT; POS 19-32)."""
+    if visit.setting is Setting.FACILITY and any(inj.completed for inj in visit.injections):
+        yield Finding()
+
+
+def linked_charges(inj: Injection, visit: Visit, codes: frozenset[str]) -> list[ChargeLine]:
+    """Captured lines with these codes resting on this admin: by reference, or alone on its date."""
+    same_day = [i for i in visit.injections if i.completed and i.date_of_service == inj.date_of_service]
+    out = []
+    for charge in visit.charges:
+        if charge.code not in codes or not charge.id:
+            continue
+        if inj.ref in charge.service or (not charge.service and len(same_day) == 1 and charge.rests_on(inj)):
+            out.append(charge)
+    return out
+
+
+def charge_code_mismatch(inj: Injection, visit: Visit) -> Iterator[Finding]:
+    """A captured administration code contradicts the chart (96372 for an IV push, 96372 for a vaccine...)."""
+    wanted = visit.plan.get(inj.ref, PlannedLines()).admin
+    if wanted is None:
+        return
+    for charge in linked_charges(inj, visit, visit.policy.administration_codes):
+        if charge.code != wanted.code:
+            fixed = replace(charge, code=wanted.code, system=wanted.system, units=wanted.units)
+            yield Finding(updates=(fixed,), detail={"captured": charge.code, "code": wanted.code})
+
+
+def charge_units_mismatch(inj: Injection, visit: Visit) -> Iterator[Finding]:
+    """The drug line's units differ from the units the documented dose gives (CERT: dose differs from billed)."""
+    wanted = visit.plan.get(inj.ref, PlannedLines()).drug
+    if wanted is None:
+        return
+    for charge in linked_charges(inj, visit, frozenset({wanted.code})):
+        if charge.units != wanted.units:
+            yield Finding(updates=(replace(charge, units=wanted.units),),
+                          detail={"captured": charge.units, "units": wanted.units, "code": wanted.code})
+
+
+def charge_unsupported(visit: Visit) -> Iterator[Finding]:
+    """A 96372, administration or drug line with no completed administration behind it: delete it."""
+    codes = visit.policy.administration_codes | visit.policy.drug_codes
+    given = [inj for inj in visit.injections if inj.completed]
+    for charge in visit.charges:
+        if charge.code not in codes or not charge.id:
+            continue
+        behind = [inj for inj in given if charge.rests_on(inj)
+                  and (charge.code not in visit.policy.drug_codes or (inj.drug and inj.drug.hcpcs == charge.code))]
+        if not behind:
+            yield Finding(deletes=(charge.id,), detail={"code": charge.code, "service": list(charge.service)})
