@@ -6,8 +6,8 @@ import time
 from dataclasses import dataclass
 
 from cds_service.cards import CardRenderer
-from cds_service.facts import Terms
 from cds_service.config import Settings
+from cds_service.facts import Terms
 from cds_service.fhir.client import FhirClient
 from cds_service.fhir.prefetch import ClientFactory
 from cds_service.protocol import ServiceDef

@@ -86,8 +86,10 @@ def plan(visit: Visit) -> dict[str, PlannedLines]:
 def vaccine_code(inj: Injection, visit: Visit, earlier_vaccines: int) -> str | None:
     """G0008/G0009/G0010 for Medicare's covered vaccines, else 90471 then 90472 for each further one."""
     kind = inj.drug.vaccine_kind if inj.drug else None
-    if visit.payer is not None and visit.payer.medicare_vaccine_codes and kind in visit.policy.medicare_vaccine_codes:
-        return visit.policy.medicare_vaccine_codes[kind]
+    if visit.payer is not None and visit.payer.medicare_vaccine_codes and kind is not None:
+        medicare_code = visit.policy.medicare_vaccine_codes.get(kind)
+        if medicare_code is not None:
+            return medicare_code
     return visit.policy.admin_codes.get("vaccine_additional" if earlier_vaccines else "vaccine")
 
 

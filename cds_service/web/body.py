@@ -9,7 +9,6 @@ from flask import Request
 
 from cds_service.errors import BodyTooLarge, InvalidHookRequest, UnsupportedMediaType
 
-
 DRAIN_CHUNKS = 16  # up to 1 MiB
 
 

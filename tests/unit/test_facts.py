@@ -12,8 +12,8 @@ import pytest
 from cds_service import config, facts
 from cds_service.catalog import normalize_ndc
 from cds_service.fhir.parse import read
-from cds_service.runtime import terms_of
 from cds_service.rules.model import RouteClass, Setting, Visit
+from cds_service.runtime import terms_of
 
 SETTINGS = config.load(config.DEFAULT_CONFIG)
 TERMS = terms_of(SETTINGS)

@@ -11,7 +11,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cds_service.rules import evaluate
-from cds_service.rules.plan import prepare
 from cds_service.rules.billing import admin_96372
 from cds_service.rules.model import (
     ChargeLine,
@@ -23,6 +22,7 @@ from cds_service.rules.model import (
     Setting,
     Visit,
 )
+from cds_service.rules.plan import prepare
 
 B12 = Drug(
     key="cyanocobalamin",
