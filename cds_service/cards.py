@@ -205,6 +205,7 @@ class CardRenderer:
             "drug": (drug.display if drug else inj.drug_text if inj else None),
             "drug_code": drug.hcpcs if drug else None,
             "dose": amount(inj.dose, unit) if inj and inj.dose is not None else None,
+            "max_dose": amount(drug.max_dose, unit) if drug and drug.max_dose is not None else None,
             "date": inj.date_of_service.isoformat() if inj and inj.date_of_service else None,
             "ref": finding.subject,
             "what": "order" if inj and inj.kind == "order" else "administration",

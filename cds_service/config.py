@@ -49,6 +49,7 @@ class Settings:
     max_body_bytes: int
     max_json_depth: int
     close_hook: str
+    max_cards: int
     auth_required: bool
     fhir: FhirSettings
     store_url: str
@@ -155,6 +156,7 @@ def build(data: Mapping[str, Any], source: str) -> Settings:
         max_body_bytes=server.get("max_body_bytes", 5 * 1024 * 1024),
         max_json_depth=server.get("max_json_depth", 100),
         close_hook=data.get("hooks", {}).get("close_hook", DEFAULT_CLOSE_HOOK),
+        max_cards=data.get("hooks", {}).get("max_cards", 20),
         auth_required=data["auth"]["required"],
         fhir=FhirSettings(
             allowed_servers=tuple(s.rstrip("/") for s in fhir["allowed_servers"]),

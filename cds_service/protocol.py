@@ -23,6 +23,21 @@ PREFETCH = {
     "coverage": "Coverage?patient={{context.patientId}}&status=active",
 }
 ENCOUNTER_KEYS = ("encounter", "administrations", "conditions", "charges", "coverage")
+
+# Per-call options in the manner of Da Vinci CRD's configuration options: advertised in discovery,
+# set by a request in its own extension.
+OPTIONS_EXTENSION = "injection-billing.configuration-options"
+REQUEST_OPTIONS_EXTENSION = "injection-billing.configuration"
+OPTION_GROUPS = {
+    "billing": ("What to bill", "Administration and drug lines to create: 96372 or the right alternative, "
+                "several injections, JZ/JW."),
+    "documentation": ("Documentation gaps", "Drug, dose, route, time, date, performer and status gaps that "
+                      "get a claim denied."),
+    "coverage": ("Coverage", "Diagnoses that support medical necessity for the payer, and dosing frequency."),
+    "charges": ("Captured charges", "Charges already on the encounter: E/M beside the injection, wrong codes or "
+                "units, charges with nothing behind them, facility setting."),
+    "data-quality": ("Data quality", "Resources that could not be read as FHIR R4."),
+}
 ORDER_SIGN_KEYS = ("encounter", "administrations", "conditions", "coverage")
 
 
@@ -68,13 +83,41 @@ def services(close_hook: str) -> dict[str, ServiceDef]:
     return {d.id: d for d in defs}
 
 
-def discovery(defs: Mapping[str, ServiceDef]) -> dict[str, Any]:
+def option_definitions(max_cards: int) -> list[dict[str, Any]]:
+    options: list[dict[str, Any]] = [
+        {"code": code, "type": "boolean", "name": name, "description": description, "default": True}
+        for code, (name, description) in OPTION_GROUPS.items()
+    ]
+    options.append({"code": "max-cards", "type": "integer", "name": "Maximum cards",
+                    "description": "The most cards to return; the most severe are kept.", "default": max_cards})
+    return options
+
+
+def discovery(defs: Mapping[str, ServiceDef], max_cards: int) -> dict[str, Any]:
+    extension = {OPTIONS_EXTENSION: option_definitions(max_cards)}
     return {
         "services": [
-            {"hook": d.hook, "title": d.title, "description": d.description, "id": d.id, "prefetch": d.prefetch}
+            {"hook": d.hook, "title": d.title, "description": d.description, "id": d.id, "prefetch": d.prefetch,
+             "extension": extension}
             for d in defs.values()
         ]
     }
+
+
+def parse_options(body: Mapping[str, Any], max_cards: int) -> dict[str, Any]:
+    """The per-call options of a request, checked against what discovery advertises."""
+    chosen = (body.get("extension") or {}).get(REQUEST_OPTIONS_EXTENSION) or {}
+    if not isinstance(chosen, Mapping):
+        raise InvalidHookRequest(f"extension/{REQUEST_OPTIONS_EXTENSION} must be an object.")
+    options: dict[str, Any] = {code: True for code in OPTION_GROUPS} | {"max-cards": max_cards}
+    for code, value in chosen.items():
+        if code in OPTION_GROUPS and isinstance(value, bool):
+            options[code] = value
+        elif code == "max-cards" and isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            options[code] = value
+        else:
+            raise InvalidHookRequest(f"extension/{REQUEST_OPTIONS_EXTENSION}/{code}: unknown option or wrong type.")
+    return options
 
 
 @dataclass(frozen=True)
@@ -85,6 +128,7 @@ class HookRequest:
     prefetch: Mapping[str, Any]
     fhir_server: str | None = None
     access_token: str | None = field(default=None, repr=False)
+    options: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -128,7 +172,7 @@ def short(error: jsonschema.ValidationError) -> str:
     return f"fails '{error.validator}'"
 
 
-def parse_hook_request(body: Any, service: ServiceDef) -> HookRequest:
+def parse_hook_request(body: Any, service: ServiceDef, max_cards: int = 20) -> HookRequest:
     """Check a service call against the spec and the service's hook."""
     check("request.schema.json", body)
     if body["hook"] != service.hook:
@@ -145,6 +189,7 @@ def parse_hook_request(body: Any, service: ServiceDef) -> HookRequest:
         prefetch=body.get("prefetch") or {},
         fhir_server=(body.get("fhirServer") or "").rstrip("/") or None,
         access_token=auth["access_token"] if auth else None,
+        options=parse_options(body, max_cards),
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,11 +58,19 @@ def handle_hook(
         patient_id=str(request.context["patientId"]),
         encounter_id=request.context.get("encounterId"),
     )
-    findings = tuple(rules.evaluate(visit, settings.enabled_rules()))
-    cards = renderer.render(findings, visit, request.hook_instance, resources.charge_json)
+    findings = tuple(rules.evaluate(visit, enabled_rules(settings, request.options)))
+    cards = renderer.render(
+        findings, visit, request.hook_instance, resources.charge_json, max_cards=request.options.get("max-cards")
+    )
     if store is not None and cards:
         store.record_cards(service.id, request.hook_instance, cards)
     return Outcome({"cards": cards}, findings)
+
+
+def enabled_rules(settings: Settings, options: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    """The configuration's enabled rules, less the groups this call switched off."""
+    off = {rule_id for group, ids in rules.GROUPS.items() if options.get(group) is False for rule_id in ids}
+    return {rule_id: params for rule_id, params in settings.enabled_rules().items() if rule_id not in off}
 
 
 def unresolved_medications(resources: parse.Resources) -> list[str]:

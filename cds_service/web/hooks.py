@@ -33,7 +33,7 @@ def service_or_404(service_id: str) -> protocol.ServiceDef:
 
 @bp.get("/cds-services")
 def discovery() -> Response:
-    return jsonify(protocol.discovery(runtime().services))
+    return jsonify(protocol.discovery(runtime().services, runtime().settings.max_cards))
 
 
 @bp.post("/cds-services/<service_id>")
@@ -46,7 +46,7 @@ def call(service_id: str) -> Response:
         body = read_json(request, rt.settings.max_json_depth)
         if isinstance(body, dict) and isinstance(body.get("hookInstance"), str):
             g.hook_instance = body["hookInstance"][:256]
-        hook_request = protocol.parse_hook_request(body, service)
+        hook_request = protocol.parse_hook_request(body, service, rt.settings.max_cards)
         outcome = handle_hook(
             hook_request,
             service,
