@@ -4,17 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
-from flask import Flask, Response
+from flask import Flask
 from flask_cors import CORS
 
 from cds_service import config as configuration
 from cds_service import protocol, rules
 from cds_service.cards import CardRenderer, load_templates
-from cds_service.errors import ConfigError, Unauthorized
+from cds_service.errors import ConfigError
 from cds_service.runtime import Runtime, fhir_client_factory, terms_of
 from cds_service.store import FeedbackStore
-from cds_service.web import errors, health, hooks
+from cds_service.web import auth, errors, health, hooks
 
 
 def create_app(config: str | os.PathLike[str] | None = None) -> Flask:
@@ -51,18 +52,11 @@ def create_app(config: str | os.PathLike[str] | None = None) -> Flask:
     app.register_blueprint(hooks.bp)
     app.register_blueprint(health.bp)
     if settings.auth_required:
-        require_jwt(app)
+        auth.install(app, auth.JwtVerifier(
+            settings.raw["auth"].get("trusted_issuers", []),
+            config_dir=Path(settings.source).resolve().parent,
+            clock_skew=settings.raw["auth"].get("clock_skew_seconds", 5),
+            store=store,
+        ), settings.raw["auth"].get("public_base_url", ""))
     logging.getLogger("cds_service").setLevel(logging.INFO)
     return app
-
-
-def require_jwt(app: Flask) -> None:
-    """Until JWT verification lands (issue 4), auth.required refuses every CDS call rather than trust it."""
-
-    @app.before_request
-    def _refuse() -> Response | None:
-        from flask import request
-
-        if request.method == "OPTIONS" or request.path == "/healthz":
-            return None
-        raise Unauthorized()

@@ -46,6 +46,15 @@ feedback = sa.Table(
 )
 sa.Index("ix_feedback_rule", feedback.c.rule_id, feedback.c.outcome_timestamp)
 
+# JWT ids seen, so a token is accepted once across workers and instances sharing the store.
+jwt_seen = sa.Table(
+    "jwt_seen",
+    metadata,
+    sa.Column("iss", sa.String(512), primary_key=True),
+    sa.Column("jti", sa.String(256), primary_key=True),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
+)
+
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -135,6 +144,14 @@ class FeedbackStore:
             }
             for e in entries
         ])
+
+    def claim_jti(self, iss: str, jti: str, expires_at: dt.datetime) -> bool:
+        """Record a token id; False when it was seen before (a replay). Expired ids are purged."""
+        if len(jti) > 256 or len(iss) > 512:
+            return False
+        with self.engine.begin() as conn:
+            conn.execute(sa.delete(jwt_seen).where(jwt_seen.c.expires_at < now()))
+        return self._insert_ignoring_duplicates(jwt_seen, [{"iss": iss, "jti": jti, "expires_at": expires_at}]) == 1
 
     def feedback_for(self, card_uuid: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
@@ -11,12 +12,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cds_service.rules import evaluate
-from cds_service.rules.billing import admin_96372
+from cds_service.rules.billing import admin_96372, admin_code_alternative, drug_waste_modifier, multiple_injections
 from cds_service.rules.model import (
+    BillingPolicy,
     ChargeLine,
     Drug,
     DrugClass,
+    Finding,
     Injection,
+    PayerProfile,
     Quantity,
     RouteClass,
     Setting,

@@ -1,0 +1,254 @@
+"""Properties over generated facts: units grow with the dose, no visit makes a rule raise, every card is well formed."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from cds_service import config as configuration
+from cds_service.cards import CODE_SYSTEMS, MODIFIER_URL, CardRenderer, load_templates
+from cds_service.rules import RULES, evaluate
+from cds_service.rules.model import (
+    ChargeLine,
+    Drug,
+    DrugClass,
+    Frequency,
+    Injection,
+    InvalidResource,
+    PayerProfile,
+    Quantity,
+    RouteClass,
+    Setting,
+    Visit,
+    code_system,
+)
+from tests.cardshape import check_shape
+from tests.conftest import DEFAULT_CONFIG
+
+SETTINGS = configuration.load(DEFAULT_CONFIG)
+CATALOG = SETTINGS.catalog.drugs
+POLICY = SETTINGS.policy
+INDICATORS = {rule_id: spec["indicator"] for rule_id, spec in yaml.safe_load(DEFAULT_CONFIG.read_text())["rules"].items()}
+TEMPLATES = load_templates()
+ALL_RULES: dict[str, Mapping[str, Any]] = {rule_id: {} for rule_id in RULES}
+
+PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+# --- units never decrease as the dose grows ----------------------------------------------------------------
+
+def unit_drug(value: str, unit: str) -> Drug:
+    return Drug(key=f"drug-{unit}", display="Test drug", hcpcs="J9999", billing_unit=Quantity(Decimal(value), unit),
+                allowed_routes=frozenset({RouteClass.IM}))
+
+
+UNIT_DRUGS = [unit_drug("1000", "ug"), unit_drug("15", "mg"), unit_drug("0.5", "mL")]
+DOSES = st.decimals(min_value=Decimal("0.001"), max_value=Decimal("1000000"), places=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(drug=st.sampled_from(UNIT_DRUGS), a=DOSES, b=DOSES)
+def test_units_never_decrease_as_the_dose_grows(drug: Drug, a: Decimal, b: Decimal) -> None:
+    a, b = min(a, b), max(a, b)
+    low = Injection(ref="MedicationAdministration/a", kind="administration", status="completed", drug=drug, dose=a)
+    high = Injection(ref="MedicationAdministration/b", kind="administration", status="completed", drug=drug, dose=b)
+    assert low.drug_units is not None and high.drug_units is not None
+    assert 1 <= low.drug_units <= high.drug_units
+    assert high.drug_units * drug.billing_unit.value >= b  # "up to" codes: the units cover the whole dose
+
+
+def test_units_at_the_unit_boundaries() -> None:
+    b12 = CATALOG["cyanocobalamin"]
+
+    def units(dose: str) -> int | None:
+        return Injection(ref="r", kind="administration", status="completed", drug=b12, dose=Decimal(dose)).drug_units
+
+    assert [units("1"), units("1000"), units("1000.001"), units("2000"), units("2001")] == [1, 1, 2, 2, 3]
+    assert units("0") is None
+
+
+# --- generated visits ------------------------------------------------------------------------------------
+
+ODD_VACCINE = Drug(key="rabies-vaccine", display="Rabies vaccine", hcpcs="90675",
+                   billing_unit=Quantity(Decimal(1), "mL"), allowed_routes=frozenset({RouteClass.IM}),
+                   drug_class=DrugClass.VACCINE, vaccine_kind="rabies")
+DRUGS = st.sampled_from([None, *CATALOG.values(), ODD_VACCINE])
+STATUSES = st.one_of(
+    st.sampled_from(["completed", "in-progress", "not-done", "on-hold", "stopped", "unknown", "entered-in-error",
+                     "draft", "active", "cancelled", "", "COMPLETED"]),
+    st.text(max_size=8),
+)
+DATES = st.none() | st.dates(min_value=dt.date(2020, 1, 1), max_value=dt.date(2026, 12, 31))
+ZONES = st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=-5)), dt.timezone(dt.timedelta(hours=14)),
+                         dt.timezone(dt.timedelta(hours=-12))])
+MOMENTS = st.none() | st.datetimes(min_value=dt.datetime(2020, 1, 1), max_value=dt.datetime(2026, 12, 31),
+                                   timezones=ZONES)
+ODD_DOSES = st.one_of(
+    st.none(), st.just(Decimal(0)), st.just(Decimal("1E+30")), st.just(Decimal("-5")),
+    st.decimals(min_value=Decimal("0.001"), max_value=Decimal("100000"), places=3),
+)
+DIAGNOSES = st.lists(st.sampled_from(["D51.0", "D510", "E53.8", "I10", "Z00.00", "", " d52.1 ", "K90"]),
+                     max_size=3).map(tuple)
+REFS = [f"MedicationAdministration/ma-{i}" for i in range(4)] + ["MedicationRequest/mr-0", "MedicationRequest/mr-1"]
+CHARGE_CODES = ["96372", "96374", "96401", "90471", "G0008", "J3420", "J3490", "J1885", "90686", "99213", "99211",
+                "99999", "A1234"]
+MODIFIERS = st.lists(st.sampled_from(["25", "59", "XU", "JZ", "JW", "RT"]), max_size=2, unique=True).map(tuple)
+
+
+@st.composite
+def injections(draw: st.DrawFn, ref: str) -> Injection:
+    drug = draw(DRUGS)
+    return Injection(
+        ref=ref,
+        kind=draw(st.sampled_from(["administration", "order"])),
+        status=draw(STATUSES),
+        drug=drug,
+        drug_coded=draw(st.booleans()),
+        drug_text=draw(st.none() | st.sampled_from(["B12 shot", "<b>x</b> *y*", "Unknown drug"])),
+        ndc=draw(st.none() | st.just("69680-0121-30")),
+        container=draw(st.sampled_from([None, "single-dose", "multi-dose"])),
+        route=draw(st.sampled_from(list(RouteClass))),
+        route_coded=draw(st.booleans()),
+        dose=draw(ODD_DOSES),
+        dose_documented=draw(st.booleans()),
+        at=draw(MOMENTS),
+        timed=draw(st.booleans()),
+        date_of_service=draw(DATES),
+        performer=draw(st.booleans()),
+        patient_supplied=draw(st.booleans()),
+        diagnoses=draw(DIAGNOSES),
+    )
+
+
+def charge_lines(units: st.SearchStrategy[Decimal]) -> st.SearchStrategy[ChargeLine]:
+    return st.builds(
+        lambda code, **kw: ChargeLine(code=code, system=code_system(code), **kw),
+        code=st.sampled_from(CHARGE_CODES),
+        units=units,
+        modifiers=MODIFIERS,
+        date_of_service=DATES,
+        id=st.none() | st.sampled_from(["ci-1", "ci-2", "ci-3", "ci-4"]),
+        service=st.lists(st.sampled_from(REFS), max_size=2, unique=True).map(tuple),
+    )
+
+
+FREQUENCIES = st.builds(Frequency, min_interval_days=st.integers(0, 60), loading_max_doses=st.integers(0, 12),
+                        loading_window_days=st.integers(0, 60))
+DRUG_KEYS = st.sampled_from(sorted(CATALOG))
+PAYERS = st.none() | st.builds(
+    PayerProfile,
+    key=st.just("test-payer"),
+    display=st.sampled_from(["Medicare Part B", "Acme *Health* <Plan>"]),
+    waste_modifiers=st.booleans(),
+    medicare_vaccine_codes=st.booleans(),
+    multiple_injection_modifier=st.sampled_from([None, "59", "XU"]),
+    self_administered=st.frozensets(DRUG_KEYS, max_size=2),
+    covered_diagnoses=st.dictionaries(DRUG_KEYS, st.lists(st.sampled_from(["D51", "E538", "K90"]), max_size=2)
+                                      .map(tuple), max_size=3),
+    frequency=st.dictionaries(DRUG_KEYS, FREQUENCIES, max_size=3),
+)
+INVALID = st.builds(
+    InvalidResource,
+    where=st.sampled_from(["administrations", "context.draftOrders", "charges"]),
+    resource_type=st.sampled_from(["MedicationAdministration", "(unknown)", "ChargeItem"]),
+    resource_id=st.none() | st.sampled_from(["bad-1", "x_y*z"]),
+    problems=st.lists(st.sampled_from(["status: Field required", "effectiveDateTime: timezone missing"]),
+                      min_size=1, max_size=2).map(tuple),
+)
+
+
+@st.composite
+def visits(draw: st.DrawFn, units: st.SearchStrategy[Decimal]) -> Visit:
+    refs = draw(st.lists(st.sampled_from(REFS), max_size=4))  # repeats allowed: two resources may share an id
+    history_refs = draw(st.lists(st.sampled_from(REFS), max_size=2))
+    return Visit(
+        hook_kind=draw(st.sampled_from(["order-sign", "encounter"])),
+        patient_ref="Patient/p1",
+        encounter_ref=draw(st.sampled_from([None, "Encounter/e1"])),
+        setting=draw(st.sampled_from(list(Setting))),
+        date_of_service=draw(DATES),
+        injections=tuple(draw(injections(ref)) for ref in refs),
+        history=tuple(draw(injections(ref)) for ref in history_refs),
+        charges=tuple(draw(st.lists(charge_lines(units), max_size=4))),
+        invalid=tuple(draw(st.lists(INVALID, max_size=2))),
+        payer=draw(PAYERS),
+        policy=POLICY,
+    )
+
+
+ANY_UNITS = st.sampled_from([Decimal(0), Decimal(-1), Decimal("0.5"), Decimal(1), Decimal(2), Decimal(10)])
+POSITIVE_UNITS = st.sampled_from([Decimal("0.5"), Decimal(1), Decimal(2), Decimal(3), Decimal(10)])
+
+
+@PROPERTY
+@given(visit=visits(ANY_UNITS))
+def test_no_visit_makes_a_rule_raise(visit: Visit) -> None:
+    findings = list(evaluate(visit, ALL_RULES))
+    assert all(f.rule in RULES for f in findings)
+
+
+# --- every card passes the CDS Hooks card rules ----------------------------------------------------------
+
+def captured_json(line: ChargeLine, visit: Visit) -> dict[str, Any]:
+    """The ChargeItem a captured line was read from."""
+    resource: dict[str, Any] = {"resourceType": "ChargeItem", "id": line.id, "status": "billable"}
+    if line.modifiers:
+        resource["extension"] = [{"url": MODIFIER_URL, "valueCoding": {"code": m}} for m in line.modifiers]
+    resource["code"] = {"coding": [{"system": CODE_SYSTEMS[line.system], "code": line.code}]}
+    resource["subject"] = {"reference": visit.patient_ref}
+    if visit.encounter_ref:
+        resource["context"] = {"reference": visit.encounter_ref}
+    if line.date_of_service:
+        resource["occurrenceDateTime"] = line.date_of_service.isoformat()
+    resource["quantity"] = {"value": float(line.units)}
+    if line.service:
+        resource["service"] = [{"reference": ref} for ref in line.service]
+    return resource
+
+
+@PROPERTY
+@given(visit=visits(POSITIVE_UNITS))
+def test_every_card_passes_the_card_rules(visit: Visit) -> None:
+    captured = {line.id: captured_json(line, visit) for line in visit.charges if line.id}
+    findings = list(evaluate(visit, ALL_RULES))
+    renderer = CardRenderer(TEMPLATES, INDICATORS)
+    cards = renderer.render(findings, visit, "hook-instance-1", captured)
+    assert len(cards) == len(findings)
+    errors = check_shape({"cards": cards}, visit.hook_kind, captured,
+                         require_context=visit.encounter_ref is not None, require_occurrence=False)
+    assert errors == []
+    for finding, card in zip(findings, cards, strict=True):
+        assert card["source"]["topic"]["code"] == finding.rule
+        actions = [a for s in card.get("suggestions", []) for a in s["actions"]]
+        assert [a["type"] for a in actions] == (
+            ["create"] * len(finding.creates) + ["update"] * len(finding.updates) + ["delete"] * len(finding.deletes)
+        )
+        for line, action in zip([*finding.creates, *finding.updates], actions, strict=False):
+            resource = action["resource"]
+            assert resource["code"]["coding"][0]["code"] == line.code
+            if line.date_of_service is not None:
+                assert any(key.startswith("occurrence") for key in resource), action
+            if action["type"] == "create":
+                assert resource["occurrenceDateTime" if line.date_of_service else "subject"]
+    assert len({card["uuid"] for card in cards}) == len(cards)
+
+
+@PROPERTY
+@given(visit=visits(POSITIVE_UNITS), max_cards=st.integers(0, 4))
+def test_max_cards_keeps_the_most_severe(visit: Visit, max_cards: int) -> None:
+    findings = list(evaluate(visit, ALL_RULES))
+    renderer = CardRenderer(TEMPLATES, INDICATORS)
+    every = renderer.render(findings, visit, "hook-instance-1")
+    kept = renderer.render(findings, visit, "hook-instance-1", max_cards=max_cards)
+    assert len(kept) == min(max_cards, len(every))
+    order = {"critical": 0, "warning": 1, "info": 2}
+    dropped = [c for c in every if c["uuid"] not in {k["uuid"] for k in kept}]
+    if kept and dropped:
+        assert max(order[c["indicator"]] for c in kept) <= min(order[c["indicator"]] for c in dropped)
+    assert [c["uuid"] for c in kept] == [c["uuid"] for c in every if c in kept]  # finding order is kept
