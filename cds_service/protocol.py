@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -135,7 +136,7 @@ class HookRequest:
 class FeedbackEntry:
     card: str
     outcome: str
-    outcome_timestamp: str
+    outcome_timestamp: dt.datetime  # in UTC
     accepted_suggestions: tuple[str, ...] = ()
     override_code: str | None = None
     override_system: str | None = None
@@ -193,6 +194,14 @@ def parse_hook_request(body: Any, service: ServiceDef, max_cards: int = 20) -> H
     )
 
 
+def timestamp(value: str) -> dt.datetime:
+    """An RFC 3339 date-time, as an aware UTC datetime; 400 for one that is no real instant."""
+    try:
+        return dt.datetime.fromisoformat(value).astimezone(dt.UTC)
+    except ValueError:
+        raise InvalidHookRequest("feedback/outcomeTimestamp is not a valid date-time.") from None
+
+
 def parse_feedback(body: Any) -> list[FeedbackEntry]:
     check("feedback.schema.json", body)
     out = []
@@ -202,7 +211,7 @@ def parse_feedback(body: Any) -> list[FeedbackEntry]:
         out.append(FeedbackEntry(
             card=item["card"],
             outcome=item["outcome"],
-            outcome_timestamp=item["outcomeTimestamp"],
+            outcome_timestamp=timestamp(item["outcomeTimestamp"]),
             accepted_suggestions=tuple(s["id"] for s in item.get("acceptedSuggestions") or []),
             override_code=coding.get("code"),
             override_system=coding.get("system"),

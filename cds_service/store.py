@@ -139,7 +139,7 @@ class FeedbackStore:
                 "override_system": e.override_system,
                 "override_display": e.override_display,
                 "user_comment": e.user_comment,
-                "outcome_timestamp": dt.datetime.fromisoformat(e.outcome_timestamp).astimezone(dt.UTC),
+                "outcome_timestamp": e.outcome_timestamp,
                 "received_at": received,
             }
             for e in entries

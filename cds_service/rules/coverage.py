@@ -37,13 +37,13 @@ def frequency_exceeded(inj: Injection, visit: Visit) -> Iterator[Finding]:
     limit = visit.payer.frequency.get(inj.drug.key)
     if limit is None:
         return
-    earlier = sorted({
+    earlier = sorted([
         other.date_of_service
         for other in (*visit.history, *visit.injections)
         if other.ref != inj.ref and other.completed and other.drug == inj.drug
         and other.date_of_service is not None and other.date_of_service <= inj.date_of_service
         and (other.date_of_service < inj.date_of_service or earlier_same_day(other, inj))
-    })
+    ])
     if not earlier:
         return
     gap = (inj.date_of_service - earlier[-1]).days

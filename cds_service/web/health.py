@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from cds_service.openapi import document
 from cds_service.web.errors import operation_outcome
 
 bp = Blueprint("health", __name__)
@@ -14,3 +15,8 @@ def healthz() -> Response:
     if not current_app.extensions["cds"].store.ping():
         return operation_outcome(503, "transient", "The store does not answer.")
     return jsonify({"status": "ok", "store": "ok"})
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(document(current_app.extensions["cds"].services))

@@ -465,3 +465,9 @@ def test_feedback_for_a_card_we_did_not_issue_is_kept_without_a_rule(app: Flask,
     assert client.post(ORDER_SIGN + "/feedback", json=feedback).status_code == 200
     (row,) = app.extensions["cds"].store.feedback_for("0b6b6c1e-7d35-4e0e-9a53-1f8f4b7f6a11")
     assert row["rule_id"] is None
+
+
+def test_feedback_timestamp_that_is_no_real_instant_is_400(client: FlaskClient) -> None:
+    """Found by schemathesis: it matched the pattern and then failed to parse (a 500)."""
+    entry = {"card": "c", "outcome": "overridden", "outcomeTimestamp": "0000-00-00T00:00:00Z"}
+    assert_outcome(client.post(DISCHARGE + "/feedback", json={"feedback": [entry]}), 400)

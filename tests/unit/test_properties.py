@@ -78,19 +78,24 @@ def test_units_at_the_unit_boundaries() -> None:
 ODD_VACCINE = Drug(key="rabies-vaccine", display="Rabies vaccine", hcpcs="90675",
                    billing_unit=Quantity(Decimal(1), "mL"), allowed_routes=frozenset({RouteClass.IM}),
                    drug_class=DrugClass.VACCINE, vaccine_kind="rabies")
-DRUGS = st.sampled_from([None, *CATALOG.values(), ODD_VACCINE])
+B12 = CATALOG["cyanocobalamin"]
+# Weighted towards what rules look at: B12, completed admins, dates inside one quarter.
+DRUGS = st.one_of(st.just(B12), st.sampled_from([None, *CATALOG.values(), ODD_VACCINE]))
 STATUSES = st.one_of(
-    st.sampled_from(["completed", "in-progress", "not-done", "on-hold", "stopped", "unknown", "entered-in-error",
-                     "draft", "active", "cancelled", "", "COMPLETED"]),
-    st.text(max_size=8),
+    st.sampled_from(["completed", "completed", "active", "draft"]),
+    st.sampled_from(["in-progress", "not-done", "on-hold", "stopped", "unknown", "entered-in-error", "cancelled",
+                     "", "COMPLETED"]),
+    st.text(max_size=6),
 )
-DATES = st.none() | st.dates(min_value=dt.date(2020, 1, 1), max_value=dt.date(2026, 12, 31))
+DATES = st.one_of(st.none(), st.just(dt.date(2025, 3, 4)),
+                  st.dates(min_value=dt.date(2025, 1, 1), max_value=dt.date(2025, 3, 31)))
 ZONES = st.sampled_from([dt.UTC, dt.timezone(dt.timedelta(hours=-5)), dt.timezone(dt.timedelta(hours=14)),
                          dt.timezone(dt.timedelta(hours=-12))])
-MOMENTS = st.none() | st.datetimes(min_value=dt.datetime(2020, 1, 1), max_value=dt.datetime(2026, 12, 31),
+MOMENTS = st.none() | st.datetimes(min_value=dt.datetime(2025, 1, 1), max_value=dt.datetime(2025, 3, 31),
                                    timezones=ZONES)
 ODD_DOSES = st.one_of(
-    st.none(), st.just(Decimal(0)), st.just(Decimal("1E+30")), st.just(Decimal("-5")),
+    st.sampled_from([None, Decimal(0), Decimal("1E+30"), Decimal("-5")]),
+    st.sampled_from([Decimal(1), Decimal("0.5"), Decimal(1000), Decimal(2000), Decimal(60), Decimal(150)]),
     st.decimals(min_value=Decimal("0.001"), max_value=Decimal("100000"), places=3),
 )
 DIAGNOSES = st.lists(st.sampled_from(["D51.0", "D510", "E53.8", "I10", "Z00.00", "", " d52.1 ", "K90"]),
@@ -106,14 +111,14 @@ def injections(draw: st.DrawFn, ref: str) -> Injection:
     drug = draw(DRUGS)
     return Injection(
         ref=ref,
-        kind=draw(st.sampled_from(["administration", "order"])),
-        status=draw(STATUSES),
+        kind="order" if ref.startswith("MedicationRequest/") else "administration",
+        status=draw(st.one_of(st.just("active" if ref.startswith("MedicationRequest/") else "completed"), STATUSES)),
         drug=drug,
         drug_coded=draw(st.booleans()),
         drug_text=draw(st.none() | st.sampled_from(["B12 shot", "<b>x</b> *y*", "Unknown drug"])),
         ndc=draw(st.none() | st.just("69680-0121-30")),
         container=draw(st.sampled_from([None, "single-dose", "multi-dose"])),
-        route=draw(st.sampled_from(list(RouteClass))),
+        route=draw(st.one_of(st.sampled_from([RouteClass.IM, RouteClass.SC]), st.sampled_from(list(RouteClass)))),
         route_coded=draw(st.booleans()),
         dose=draw(ODD_DOSES),
         dose_documented=draw(st.booleans()),
@@ -138,10 +143,26 @@ def charge_lines(units: st.SearchStrategy[Decimal]) -> st.SearchStrategy[ChargeL
     )
 
 
+@st.composite
+def charges_for(draw: st.DrawFn, given: tuple[Injection, ...], units: st.SearchStrategy[Decimal]) -> list[ChargeLine]:
+    """Charges captured for the visit's own injections, as an EHR would have them: same date, maybe linked."""
+    out = []
+    for n, inj in enumerate(given):
+        codes = ["96372", "99213", "99211", "96374", inj.drug.hcpcs if inj.drug else "J3420"]
+        for code in draw(st.lists(st.sampled_from(codes), max_size=2, unique=True)):
+            out.append(ChargeLine(
+                code=code, system=code_system(code), units=draw(units), modifiers=draw(MODIFIERS),
+                date_of_service=inj.date_of_service, id=draw(st.none() | st.just(f"ci-{n}-{code}")),
+                service=draw(st.sampled_from([(), (inj.ref,)])),
+            ))
+    return out
+
+
 FREQUENCIES = st.builds(Frequency, min_interval_days=st.integers(0, 60), loading_max_doses=st.integers(0, 12),
                         loading_window_days=st.integers(0, 60))
 DRUG_KEYS = st.sampled_from(sorted(CATALOG))
-PAYERS = st.none() | st.builds(
+CONFIGURED_PAYERS = [m.profile for m in SETTINGS.payers.matches]
+PAYERS = st.none() | st.sampled_from(CONFIGURED_PAYERS) | st.builds(
     PayerProfile,
     key=st.just("test-payer"),
     display=st.sampled_from(["Medicare Part B", "Acme *Health* <Plan>"]),
@@ -151,7 +172,7 @@ PAYERS = st.none() | st.builds(
     self_administered=st.frozensets(DRUG_KEYS, max_size=2),
     covered_diagnoses=st.dictionaries(DRUG_KEYS, st.lists(st.sampled_from(["D51", "E538", "K90"]), max_size=2)
                                       .map(tuple), max_size=3),
-    frequency=st.dictionaries(DRUG_KEYS, FREQUENCIES, max_size=3),
+    frequency=st.one_of(st.just({"cyanocobalamin": Frequency(28)}), st.dictionaries(DRUG_KEYS, FREQUENCIES, max_size=3)),
 )
 INVALID = st.builds(
     InvalidResource,
@@ -165,17 +186,23 @@ INVALID = st.builds(
 
 @st.composite
 def visits(draw: st.DrawFn, units: st.SearchStrategy[Decimal]) -> Visit:
-    refs = draw(st.lists(st.sampled_from(REFS), max_size=4))  # repeats allowed: two resources may share an id
-    history_refs = draw(st.lists(st.sampled_from(REFS), max_size=2))
+    hook_kind = draw(st.sampled_from(["order-sign", "encounter"]))
+    # Repeats allowed: two resources may share an id. Order refs make orders, others administrations.
+    refs = draw(st.lists(st.sampled_from(REFS), max_size=4))
+    if draw(st.booleans()):  # mostly one kind per hook, as facts build them
+        refs = [r for r in refs if r.startswith("MedicationRequest/") == (hook_kind == "order-sign")]
+    history_refs = draw(st.lists(st.sampled_from([*REFS[:2], "MedicationAdministration/old-1",
+                                                  "MedicationAdministration/old-2"]), max_size=3))
+    injections_ = tuple(draw(injections(ref)) for ref in refs)
     return Visit(
-        hook_kind=draw(st.sampled_from(["order-sign", "encounter"])),
+        hook_kind=hook_kind,
         patient_ref="Patient/p1",
         encounter_ref=draw(st.sampled_from([None, "Encounter/e1"])),
         setting=draw(st.sampled_from(list(Setting))),
         date_of_service=draw(DATES),
-        injections=tuple(draw(injections(ref)) for ref in refs),
+        injections=injections_,
         history=tuple(draw(injections(ref)) for ref in history_refs),
-        charges=tuple(draw(st.lists(charge_lines(units), max_size=4))),
+        charges=tuple(draw(st.lists(charge_lines(units), max_size=3))) + tuple(draw(charges_for(injections_, units))),
         invalid=tuple(draw(st.lists(INVALID, max_size=2))),
         payer=draw(PAYERS),
         policy=POLICY,

@@ -34,7 +34,7 @@ B12 = Drug(
     hcpcs="J3420",
     billing_unit=Quantity(Decimal(1000), "ug"),
     allowed_routes=frozenset({RouteClass.IM, RouteClass.SC}),
-    max_dose=Quantity(Decimal(1000), "ug"),
+    max_dose=Decimal(1000),
 )
 DOS = dt.date(2025, 3, 4)
 
@@ -175,3 +175,199 @@ def test_one_finding_per_admin() -> None:
     second = make_injection(ref="MedicationAdministration/ma-2", route=RouteClass.SC)
     findings = list(evaluate(make_visit(first, second), {"admin-96372": {}}))
     assert [f.subject for f in findings] == [first.ref, second.ref]
+
+
+# --- The other billing rules, with code tables like config/default.yaml's -----------------------
+# POLICY, the payers, the drugs and planned_visit are shared with test_rules_plan.py and test_rules_charges.py.
+
+POLICY = BillingPolicy(
+    admin_codes={
+        "iv_push": "96374",
+        "iv_push_additional": "96375",
+        "iv_infusion": "96365",
+        "intra_arterial": "96373",
+        "vaccine": "90471",
+        "vaccine_additional": "90472",
+        "antineoplastic_non_hormonal": "96401",
+        "antineoplastic_hormonal": "96402",
+    },
+    medicare_vaccine_codes={"influenza": "G0008", "pneumococcal": "G0009", "hepatitis-b": "G0010"},
+    em_needing_25=frozenset({"99202", "99203", "99204", "99205", "99212", "99213", "99214", "99215"}),
+    em_bundled=frozenset({"99211"}),
+    noc_codes=frozenset({"J3490", "J3590", "J7699", "J7799", "J8499", "J8999", "J9999", "C9399"}),
+    drug_codes=frozenset({"J3420", "J3490", "J1885", "J0696", "J9217", "J9250", "90686", "90732", "90746"}),
+)
+MEDICARE = PayerProfile(key="medicare-part-b", display="Medicare Part B", waste_modifiers=True,
+                        medicare_vaccine_codes=True)
+COMMERCIAL = PayerProfile(key="commercial", display="Commercial")
+PAYER_59 = replace(COMMERCIAL, key="payer-59", multiple_injection_modifier="59")
+KETOROLAC = Drug(key="ketorolac", display="Ketorolac", hcpcs="J1885", billing_unit=Quantity(Decimal(15), "mg"),
+                 allowed_routes=frozenset({RouteClass.IM, RouteClass.IV_PUSH}))
+CEFTRIAXONE = Drug(key="ceftriaxone", display="Ceftriaxone", hcpcs="J0696", billing_unit=Quantity(Decimal(250), "mg"),
+                   allowed_routes=frozenset({RouteClass.IM, RouteClass.IV_PUSH, RouteClass.IV_INFUSION}))
+LEUPROLIDE = Drug(key="leuprolide", display="Leuprolide", hcpcs="J9217", billing_unit=Quantity(Decimal("7.5"), "mg"),
+                  allowed_routes=frozenset({RouteClass.IM, RouteClass.SC}),
+                  drug_class=DrugClass.ANTINEOPLASTIC_HORMONAL)
+METHOTREXATE = Drug(key="methotrexate", display="Methotrexate", hcpcs="J9250", billing_unit=Quantity(Decimal(5), "mg"),
+                    allowed_routes=frozenset({RouteClass.IM, RouteClass.SC}),
+                    drug_class=DrugClass.ANTINEOPLASTIC_NON_HORMONAL)
+FLU = Drug(key="influenza-vaccine", display="Influenza vaccine", hcpcs="90686",
+           billing_unit=Quantity(Decimal("0.5"), "mL"), allowed_routes=frozenset({RouteClass.IM}),
+           drug_class=DrugClass.VACCINE, vaccine_kind="influenza")
+PNEUMO = Drug(key="pneumococcal-vaccine", display="PPSV23", hcpcs="90732", billing_unit=Quantity(Decimal("0.5"), "mL"),
+              allowed_routes=frozenset({RouteClass.IM, RouteClass.SC}), drug_class=DrugClass.VACCINE,
+              vaccine_kind="pneumococcal")
+HEP_B = Drug(key="hepatitis-b-vaccine", display="Hepatitis B vaccine", hcpcs="90746",
+             billing_unit=Quantity(Decimal(1), "mL"), allowed_routes=frozenset({RouteClass.IM}),
+             drug_class=DrugClass.VACCINE, vaccine_kind="hepatitis-b")
+TDAP = Drug(key="tdap-vaccine", display="Tdap", hcpcs="90715", billing_unit=Quantity(Decimal("0.5"), "mL"),
+            allowed_routes=frozenset({RouteClass.IM}), drug_class=DrugClass.VACCINE)
+REF1 = "MedicationAdministration/ma-1"
+REF2 = "MedicationAdministration/ma-2"
+NINE = dt.datetime(2025, 3, 4, 9, 0)
+TEN = dt.datetime(2025, 3, 4, 10, 0)
+
+
+def planned_visit(*injections: Injection, **overrides: Any) -> Visit:
+    """A visit billed with POLICY, its plan prepared as evaluate() does."""
+    return prepare(make_visit(*injections, **{"policy": POLICY, **overrides}))
+
+
+def cpt(code: str, ref: str = REF1, units: int = 1, modifiers: tuple[str, ...] = ()) -> ChargeLine:
+    """A planned line: dated DOS, resting on one admin, no id."""
+    return ChargeLine(code, "cpt", Decimal(units), modifiers, DOS, service=(ref,))
+
+
+def hcpcs(code: str, ref: str = REF1, units: int = 1, modifiers: tuple[str, ...] = ()) -> ChargeLine:
+    return ChargeLine(code, "hcpcs", Decimal(units), modifiers, DOS, service=(ref,))
+
+
+def captured_line(code: str, charge_id: str | None, ref: str | None = REF1, **overrides: Any) -> ChargeLine:
+    """A ChargeItem already on the encounter, with its id, resting on `ref` (or only dated, for None)."""
+    fields: dict[str, Any] = {"code": code, "system": "hcpcs" if code[0].isalpha() else "cpt",
+                              "date_of_service": DOS, "id": charge_id, "service": (ref,) if ref else ()}
+    fields.update(overrides)
+    return ChargeLine(**fields)
+
+
+# admin-code-alternative
+
+
+def test_iv_push_suggests_96374_and_the_drug_line() -> None:
+    inj = make_injection(route=RouteClass.IV_PUSH)
+    visit = planned_visit(inj)
+    assert list(admin_code_alternative(inj, visit)) == [
+        Finding(creates=(cpt("96374"), hcpcs("J3420")), detail={"code": "96374"})
+    ]
+    assert list(admin_96372(inj, visit)) == []
+
+
+def test_im_injection_is_not_an_alternative() -> None:
+    inj = make_injection()
+    assert list(admin_code_alternative(inj, planned_visit(inj))) == []
+
+
+def test_alternative_is_quiet_when_its_lines_are_captured() -> None:
+    inj = make_injection(route=RouteClass.IV_PUSH)
+    charges = (captured_line("96374", "ci-1"), captured_line("J3420", "ci-2"))
+    assert list(admin_code_alternative(inj, planned_visit(inj, charges=charges))) == []
+
+
+def test_wrong_admin_code_captured_is_not_suggested_again() -> None:
+    inj = make_injection(route=RouteClass.IV_PUSH)
+    visit = planned_visit(inj, charges=(captured_line("96372", "ci-1"),))
+    assert list(admin_code_alternative(inj, visit)) == [Finding(creates=(hcpcs("J3420"),), detail={"code": "96374"})]
+    visit = planned_visit(inj, charges=(captured_line("96372", "ci-1"), captured_line("J3420", "ci-2")))
+    assert list(admin_code_alternative(inj, visit)) == []
+
+
+# multiple-injections
+
+
+def test_two_injections_on_a_day_make_one_finding() -> None:
+    first = make_injection(at=NINE)
+    second = make_injection(ref=REF2, route=RouteClass.SC, drug=KETOROLAC, dose=Decimal(30), at=TEN)
+    assert list(multiple_injections(planned_visit(first, second))) == [
+        Finding(detail={"count": 2, "date": DOS, "modifier": None, "admins": [REF1, REF2]})
+    ]
+
+
+def test_payer_modifier_is_added_to_the_second_captured_96372() -> None:
+    first = make_injection(at=NINE)
+    second = make_injection(ref=REF2, at=TEN)
+    line1, line2 = captured_line("96372", "ci-1", REF1), captured_line("96372", "ci-2", REF2)
+    (finding,) = multiple_injections(planned_visit(first, second, payer=PAYER_59, charges=(line1, line2)))
+    assert finding.updates == (replace(line2, modifiers=("59",)),)
+    assert finding.updates[0].id == "ci-2"
+    assert (finding.creates, finding.deletes) == ((), ())
+    assert finding.detail == {"count": 2, "date": DOS, "modifier": "59", "admins": [REF1, REF2]}
+
+
+def test_captured_modifier_needs_no_update() -> None:
+    first = make_injection(at=NINE)
+    second = make_injection(ref=REF2, at=TEN)
+    charges = (captured_line("96372", "ci-1", REF1), captured_line("96372", "ci-2", REF2, modifiers=("59",)))
+    (finding,) = multiple_injections(planned_visit(first, second, payer=PAYER_59, charges=charges))
+    assert finding.updates == ()
+
+
+def test_one_injection_a_day_is_not_multiple() -> None:
+    assert list(multiple_injections(planned_visit(make_injection()))) == []
+    other_day = make_injection(ref=REF2, date_of_service=dt.date(2025, 3, 5))
+    assert list(multiple_injections(planned_visit(make_injection(), other_day))) == []
+
+
+def test_an_iv_push_is_not_a_second_injection() -> None:
+    push = make_injection(ref=REF2, route=RouteClass.IV_PUSH)
+    assert list(multiple_injections(planned_visit(make_injection(), push))) == []
+
+
+# drug-waste-modifier
+
+
+def test_unknown_container_under_medicare_asks_to_confirm() -> None:
+    inj = make_injection(container=None, ndc="68083-561-25")
+    assert list(drug_waste_modifier(inj, planned_visit(inj, payer=MEDICARE))) == [
+        Finding(detail={"container": "unknown", "code": "J3420", "ndc": "68083-561-25"})
+    ]
+
+
+def test_single_dose_captured_without_jz_gets_jz() -> None:
+    inj = make_injection(container="single-dose")
+    line = captured_line("J3420", "ci-7")
+    (finding,) = drug_waste_modifier(inj, planned_visit(inj, payer=MEDICARE, charges=(line,)))
+    assert finding.updates == (replace(line, modifiers=("JZ",)),)
+    assert finding.updates[0].id == "ci-7"
+    assert finding.detail == {"container": "single-dose", "code": "J3420"}
+
+
+@pytest.mark.parametrize("modifier", ["JZ", "JW"])
+def test_single_dose_captured_with_a_waste_modifier_is_fine(modifier: str) -> None:
+    inj = make_injection(container="single-dose")
+    line = captured_line("J3420", "ci-7", modifiers=(modifier,))
+    assert list(drug_waste_modifier(inj, planned_visit(inj, payer=MEDICARE, charges=(line,)))) == []
+
+
+def test_single_dose_not_captured_needs_nothing_as_the_planned_line_has_jz() -> None:
+    inj = make_injection(container="single-dose")
+    visit = planned_visit(inj, payer=MEDICARE)
+    assert list(drug_waste_modifier(inj, visit)) == []
+    assert visit.plan[inj.ref].drug == hcpcs("J3420", modifiers=("JZ",))
+
+
+@pytest.mark.parametrize(
+    ("inj", "payer"),
+    [
+        (make_injection(container="multi-dose"), MEDICARE),
+        (make_injection(container=None), COMMERCIAL),
+        (make_injection(container="single-dose"), COMMERCIAL),
+        (make_injection(container="single-dose"), None),
+        (make_injection(drug=FLU, dose=Decimal("0.5"), container="single-dose"), MEDICARE),
+        (make_injection(drug=FLU, dose=Decimal("0.5"), container=None), MEDICARE),
+    ],
+    ids=["multi-dose", "commercial-unknown", "commercial-single", "no-payer", "vaccine-single", "vaccine-unknown"],
+)
+def test_no_waste_modifier_needed(inj: Injection, payer: PayerProfile | None) -> None:
+    line = captured_line(inj.drug.hcpcs if inj.drug else "J3420", "ci-7")
+    assert list(drug_waste_modifier(inj, planned_visit(inj, payer=payer))) == []
+    assert list(drug_waste_modifier(inj, planned_visit(inj, payer=payer, charges=(line,)))) == []

@@ -12,7 +12,6 @@ from cds_service.rules import RULES, evaluate
 from cds_service.rules.coverage import diagnosis_missing, diagnosis_not_covered, frequency_exceeded, icd10_key
 from cds_service.rules.model import Finding, Frequency, Injection, PayerProfile, Visit
 from tests.unit.factories import (
-    B12,
     B12_FREQUENCY,
     DOS,
     HYDROXOCOBALAMIN,
@@ -191,18 +190,17 @@ def test_frequency_loading_phase_allows_12_doses(prior_doses: int, fires: bool) 
     assert frequency_findings(make_injection(), *daily) == (exceeded(1, 1) if fires else [])
 
 
-@pytest.mark.parametrize(("series_start", "previous"), [(42, None), (43, 1), (50, 8)])
-def test_frequency_loading_phase_ends_42_days_after_first_dose(series_start: int, previous: int | None) -> None:
-    """Weekly doses from `series_start` days ago: within the 42-day window they are loading, later not."""
-    weekly = tuple(dose(d) for d in range(series_start, 0, -7))
-    expected = exceeded(previous, previous) if previous is not None else []
-    assert frequency_findings(make_injection(), *weekly) == expected
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="frequency_exceeded counts the dates of earlier doses, not the doses: two on one day count once",
+@pytest.mark.parametrize(
+    ("series_start", "previous", "fires"),
+    [(42, 7, False), (43, 8, True), (49, 7, True), (50, 8, True), (50, 1, True)],
 )
+def test_frequency_loading_phase_ends_42_days_after_first_dose(series_start: int, previous: int, fires: bool) -> None:
+    """Weekly doses from `series_start` days ago down to `previous`: loading within 42 days of the first, not after."""
+    weekly = tuple(dose(d) for d in range(series_start, previous - 1, -7))
+    assert weekly[-1].date_of_service == days_before(previous)
+    assert frequency_findings(make_injection(), *weekly) == (exceeded(previous, previous) if fires else [])
+
+
 def test_frequency_loading_phase_counts_doses_not_days() -> None:
     """12 earlier doses on 11 days (two on day 11): the current dose is the 13th, beyond the loading phase."""
     daily = tuple(dose(d) for d in range(11, 0, -1))
@@ -276,8 +274,7 @@ def test_frequency_order_being_signed_checks_history() -> None:
 )
 def test_frequency_silent(overrides: dict[str, Any], payer: PayerProfile | None) -> None:
     inj = make_injection(**overrides)
-    history = maintenance(10) if overrides.get("drug", B12) is not None else (dose(10, drug=None), dose(40, drug=None))
-    assert run(frequency_exceeded, inj, make_visit(inj, history=history, payer=payer)) == []
+    assert run(frequency_exceeded, inj, make_visit(inj, history=maintenance(10), payer=payer)) == []
 
 
 # the registry and evaluate()
@@ -285,7 +282,7 @@ def test_frequency_silent(overrides: dict[str, Any], payer: PayerProfile | None)
 TRIGGERS: dict[str, tuple[Rule, dict[str, Any]]] = {
     "diagnosis-missing": (diagnosis_missing, {"diagnoses": ()}),
     "diagnosis-not-covered": (diagnosis_not_covered, {"diagnoses": ("R53.83",)}),
-    "frequency-exceeded": (frequency_exceeded, {"ref": "MedicationAdministration/faulty"}),
+    "frequency-exceeded": (frequency_exceeded, {"date_of_service": days_before(10)}),
 }
 
 
@@ -294,8 +291,8 @@ def test_evaluate_labels_finding_with_rule_id_and_subject(rule_id: str) -> None:
     rule, overrides = TRIGGERS[rule_id]
     assert RULES[rule_id] is rule
     faulty = make_injection(**{"ref": "MedicationAdministration/faulty", **overrides})
-    clean = dose(30, ref="MedicationAdministration/clean")  # 30 days earlier: within interval for none
-    visit = make_visit(clean, faulty, history=maintenance(30)[:2], payer=PAYER)
+    clean = dose(30, ref="MedicationAdministration/clean")  # 30 days after the last maintenance dose
+    visit = make_visit(clean, faulty, history=(dose(90), dose(60)), payer=PAYER)
     findings = list(evaluate(visit, {rule_id: {}}))
     assert [(f.rule, f.subject) for f in findings] == [(rule_id, "MedicationAdministration/faulty")]
     assert [f.detail for f in findings] == [f.detail for f in rule(faulty, visit)]
