@@ -65,7 +65,8 @@ def multiple_injections(visit: Visit) -> Iterator[Finding]:
             wanted = visit.plan[inj.ref].admin
             line = captured(ADMIN_96372, inj, visit.charges)
             if wanted and line and line.id and set(wanted.modifiers) - set(line.modifiers):
-                updates.append(replace(line, modifiers=line.modifiers + wanted.modifiers))
+                updates.append(replace(line, modifiers=line.modifiers + wanted.modifiers,
+                                       service=line.service or (inj.ref,)))
         yield Finding(
             updates=tuple(updates),
             detail={"count": len(injections), "date": day, "modifier": modifier,
@@ -82,5 +83,5 @@ def drug_waste_modifier(inj: Injection, visit: Visit) -> Iterator[Finding]:
     if inj.container is None:
         yield Finding(detail={"container": "unknown", "code": lines.drug.code, "ndc": inj.ndc})
     elif line is not None and line.id and not WASTE_MODIFIERS & set(line.modifiers):
-        update = replace(line, modifiers=(*line.modifiers, "JZ"))
+        update = replace(line, modifiers=(*line.modifiers, "JZ"), service=line.service or (inj.ref,))
         yield Finding(updates=(update,), detail={"container": "single-dose", "code": lines.drug.code})

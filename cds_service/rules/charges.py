@@ -58,11 +58,14 @@ def linked_charges(inj: Injection, visit: Visit, codes: frozenset[str]) -> list[
 def charge_code_mismatch(inj: Injection, visit: Visit) -> Iterator[Finding]:
     """A captured administration code contradicts the chart (96372 for an IV push, 96372 for a vaccine...)."""
     wanted = visit.plan.get(inj.ref, PlannedLines()).admin
-    if wanted is None:
+    if not inj.completed or visit.setting is Setting.FACILITY:
         return
     for charge in linked_charges(inj, visit, visit.policy.administration_codes):
-        if charge.code != wanted.code:
-            fixed = replace(charge, code=wanted.code, system=wanted.system, units=wanted.units)
+        if wanted is None:  # no administration code applies (oral, a repeat push of one drug): remove it
+            yield Finding(deletes=(charge.id or "",), detail={"captured": charge.code, "code": None})
+        elif charge.code != wanted.code:
+            fixed = replace(charge, code=wanted.code, system=wanted.system, units=wanted.units,
+                            service=charge.service or (inj.ref,))
             yield Finding(updates=(fixed,), detail={"captured": charge.code, "code": wanted.code})
 
 
@@ -73,7 +76,7 @@ def charge_units_mismatch(inj: Injection, visit: Visit) -> Iterator[Finding]:
         return
     for charge in linked_charges(inj, visit, frozenset({wanted.code})):
         if charge.units != wanted.units:
-            yield Finding(updates=(replace(charge, units=wanted.units),),
+            yield Finding(updates=(replace(charge, units=wanted.units, service=charge.service or (inj.ref,)),),
                           detail={"captured": charge.units, "units": wanted.units, "code": wanted.code})
 
 

@@ -6,6 +6,7 @@ Several rules need the same answer (what to create, what a captured line should 
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import replace
 from decimal import Decimal
 
@@ -47,7 +48,7 @@ def plan(visit: Visit) -> dict[str, PlannedLines]:
     vaccines = infusions = 0
     sc_im_per_day: dict[object, int] = {}
     has_infusion = any(i.route is RouteClass.IV_INFUSION and billable(i, visit) for i in visit.injections)
-    ordered = sorted(visit.injections, key=lambda i: (i.at is None, i.at.isoformat() if i.at else "", i.ref))
+    ordered = sorted(visit.injections, key=lambda i: (i.at is None, instant(i.at), i.ref))
     for inj in ordered:
         if not billable(inj, visit):
             out[inj.ref] = PlannedLines()
@@ -57,7 +58,8 @@ def plan(visit: Visit) -> dict[str, PlannedLines]:
         modifiers: tuple[str, ...] = ()
         if inj.drug is not None and inj.drug.drug_class is DrugClass.VACCINE:
             code = vaccine_code(inj, visit, vaccines)
-            vaccines += 1
+            if code not in visit.policy.medicare_vaccine_codes.values():  # G codes stand apart from 90471/2
+                vaccines += 1
         elif inj.route.is_injection:
             drug_class = inj.drug.drug_class if inj.drug else DrugClass.OTHER
             code = codes.get(ANTINEOPLASTIC[drug_class]) if drug_class in ANTINEOPLASTIC else ADMIN_96372
@@ -81,6 +83,13 @@ def plan(visit: Visit) -> dict[str, PlannedLines]:
             admin = ChargeLine(code, code_system(code), Decimal(1), modifiers, inj.date_of_service, service=(inj.ref,))
         out[inj.ref] = PlannedLines(admin=admin, drug=drug_line(inj, visit))
     return out
+
+
+def instant(at: dt.datetime | None) -> float:
+    """Order administration times as instants, whatever their offsets."""
+    if at is None:
+        return 0.0
+    return (at if at.tzinfo is not None else at.replace(tzinfo=dt.UTC)).timestamp()
 
 
 def vaccine_code(inj: Injection, visit: Visit, earlier_vaccines: int) -> str | None:

@@ -112,7 +112,7 @@ def start_server(tmp: Path, overrides: dict[str, Any] | None = None, workers: in
                 try:
                     if session.get(server.url("/healthz"), timeout=2).status_code == 200:
                         return server
-                except requests.ConnectionError:
+                except requests.RequestException:  # not listening yet, or busy starting
                     pass
                 time.sleep(0.2)
         server.stop()

@@ -154,7 +154,7 @@ def test_undirected_line_is_matched_only_to_the_days_sole_injection() -> None:
     push = make_injection(route=RouteClass.IV_PUSH, at=NINE)
     line = captured_line("96372", "ci-1", None)
     (finding,) = charge_code_mismatch(push, planned_visit(push, charges=(line,)))
-    assert finding.updates == (replace(line, code="96374"),)
+    assert finding.updates == (replace(line, code="96374", service=(push.ref,)),)  # the update names its admin
     im = make_injection(ref=REF2, drug=KETOROLAC, dose=Decimal(15), at=TEN)
     visit = planned_visit(push, im, charges=(line,))
     assert list(charge_code_mismatch(push, visit)) == []
@@ -207,3 +207,17 @@ def test_drug_line_for_a_drug_not_given_that_day_is_deleted() -> None:
 def test_em_lines_are_never_unsupported() -> None:
     visit = planned_visit(make_injection(status="not-done"), charges=(em("99213"), em("99211", "em-11")))
     assert list(charge_unsupported(visit)) == []
+
+
+def test_captured_96372_on_an_oral_admin_is_deleted() -> None:
+    """No administration code applies to an oral dose: a captured 96372 on it is removed."""
+    from cds_service.rules.charges import charge_code_mismatch
+    from cds_service.rules.model import ChargeLine, RouteClass
+    from cds_service.rules.plan import prepare
+    from tests.unit.test_rules_billing import POLICY, make_injection, make_visit
+
+    oral = make_injection(route=RouteClass.ORAL)
+    line = ChargeLine("96372", "cpt", id="c-oral", service=(oral.ref,))
+    visit = prepare(make_visit(oral, charges=(line,), policy=POLICY))
+    (finding,) = charge_code_mismatch(oral, visit)
+    assert (finding.deletes, finding.updates, finding.detail["code"]) == (("c-oral",), (), None)
