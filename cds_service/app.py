@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from cds_service.cards import CardRenderer, load_templates
 from cds_service.errors import ConfigError
 from cds_service.runtime import Runtime, fhir_client_factory, terms_of
 from cds_service.store import FeedbackStore
-from cds_service.web import auth, errors, health, hooks
+from cds_service.web import auth, errors, health, hooks, logs
 
 
 def create_app(config: str | os.PathLike[str] | None = None) -> Flask:
@@ -58,5 +57,5 @@ def create_app(config: str | os.PathLike[str] | None = None) -> Flask:
             clock_skew=settings.raw["auth"].get("clock_skew_seconds", 5),
             store=store,
         ), settings.raw["auth"].get("public_base_url", ""))
-    logging.getLogger("cds_service").setLevel(logging.INFO)
+    logs.configure()
     return app

@@ -1,0 +1,40 @@
+"""Logs as JSON lines on stderr: one object per event, never a token, a JWT or patient data."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+
+EXTRA_FIELDS = ("hook_instance", "error_type")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        try:
+            event = json.loads(message) if message.startswith("{") else {"message": message}
+        except ValueError:
+            event = {"message": message}
+        event = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            **event,
+        }
+        for name in EXTRA_FIELDS:
+            if getattr(record, name, None) is not None:
+                event[name] = getattr(record, name)
+        return json.dumps(event, default=str)
+
+
+def configure() -> None:
+    """Give the service's loggers one JSON handler on stderr (once per process)."""
+    logger = logging.getLogger("cds_service")
+    logger.setLevel(logging.INFO)
+    if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+        logger.addHandler(handler)
+        logger.propagate = False
