@@ -37,6 +37,7 @@ class Resources:
     charge_json: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # by id: updates carry them whole
     coverages: list[Coverage] = field(default_factory=list)
     invalid: list[InvalidResource] = field(default_factory=list)
+    seen: set[tuple[str, str]] = field(default_factory=set)  # (type, id): a paged search may repeat an entry
 
 
 def describe_errors(exc: ValidationError) -> tuple[str, ...]:
@@ -93,7 +94,12 @@ def read(values: Mapping[str, Any], draft_orders: Mapping[str, Any] | None = Non
 
 
 def add(out: Resources, resource: Any, full_url: str | None, where: str) -> None:
-    """File a validated resource under its type."""
+    """File a validated resource under its type, once per type and id."""
+    if resource.id is not None and where != "encounter":
+        key = (resource.get_resource_type(), resource.id)
+        if key in out.seen:
+            return
+        out.seen.add(key)
     match resource:
         case Encounter():
             if out.encounter is None or where == "encounter":

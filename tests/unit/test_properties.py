@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from cds_service import config as configuration
 from cds_service.cards import CODE_SYSTEMS, MODIFIER_URL, CardRenderer, load_templates
-from cds_service.rules import RULES, evaluate
+from cds_service.rules import INJECTION_RULES, RULES, evaluate
 from cds_service.rules.model import (
     ChargeLine,
     Drug,
@@ -34,7 +34,8 @@ from tests.conftest import DEFAULT_CONFIG
 SETTINGS = configuration.load(DEFAULT_CONFIG)
 CATALOG = SETTINGS.catalog.drugs
 POLICY = SETTINGS.policy
-INDICATORS = {rule_id: spec["indicator"] for rule_id, spec in yaml.safe_load(DEFAULT_CONFIG.read_text())["rules"].items()}
+RAW_CONFIG = yaml.safe_load(DEFAULT_CONFIG.read_text())
+INDICATORS = {rule_id: spec["indicator"] for rule_id, spec in RAW_CONFIG["rules"].items()}
 TEMPLATES = load_templates()
 ALL_RULES: dict[str, Mapping[str, Any]] = {rule_id: {} for rule_id in RULES}
 
@@ -172,7 +173,8 @@ PAYERS = st.none() | st.sampled_from(CONFIGURED_PAYERS) | st.builds(
     self_administered=st.frozensets(DRUG_KEYS, max_size=2),
     covered_diagnoses=st.dictionaries(DRUG_KEYS, st.lists(st.sampled_from(["D51", "E538", "K90"]), max_size=2)
                                       .map(tuple), max_size=3),
-    frequency=st.one_of(st.just({"cyanocobalamin": Frequency(28)}), st.dictionaries(DRUG_KEYS, FREQUENCIES, max_size=3)),
+    frequency=st.one_of(st.just({"cyanocobalamin": Frequency(28)}),
+                        st.dictionaries(DRUG_KEYS, FREQUENCIES, max_size=3)),
 )
 INVALID = st.builds(
     InvalidResource,
@@ -239,7 +241,7 @@ def captured_json(line: ChargeLine, visit: Visit) -> dict[str, Any]:
     return resource
 
 
-@PROPERTY
+@settings(PROPERTY, max_examples=250)
 @given(visit=visits(POSITIVE_UNITS))
 def test_every_card_passes_the_card_rules(visit: Visit) -> None:
     captured = {line.id: captured_json(line, visit) for line in visit.charges if line.id}
@@ -261,8 +263,8 @@ def test_every_card_passes_the_card_rules(visit: Visit) -> None:
             assert resource["code"]["coding"][0]["code"] == line.code
             if line.date_of_service is not None:
                 assert any(key.startswith("occurrence") for key in resource), action
-            if action["type"] == "create":
-                assert resource["occurrenceDateTime" if line.date_of_service else "subject"]
+            if action["type"] == "create" or finding.rule in INJECTION_RULES or finding.rule == "multiple-injections":
+                assert resource.get("service"), action  # what the charge rests on (CONTRACT section 5)
     assert len({card["uuid"] for card in cards}) == len(cards)
 
 
@@ -279,3 +281,21 @@ def test_max_cards_keeps_the_most_severe(visit: Visit, max_cards: int) -> None:
     if kept and dropped:
         assert max(order[c["indicator"]] for c in kept) <= min(order[c["indicator"]] for c in dropped)
     assert [c["uuid"] for c in kept] == [c["uuid"] for c in every if c in kept]  # finding order is kept
+
+
+def test_an_update_names_the_administration_it_rests_on() -> None:
+    dos = dt.date(2025, 3, 4)
+    inj = Injection(ref="MedicationAdministration/ma-1", kind="administration", status="completed", drug=B12,
+                    drug_coded=True, route=RouteClass.IM, route_coded=True, dose=Decimal(1000), dose_documented=True,
+                    timed=True, date_of_service=dos, performer=True, diagnoses=("D51.0",))
+    captured_line = ChargeLine("J3420", "hcpcs", Decimal(2), date_of_service=dos, id="ci-1")  # no service
+    visit = Visit(hook_kind="encounter", patient_ref="Patient/p1", encounter_ref="Encounter/e1",
+                  setting=Setting.NON_FACILITY, date_of_service=dos, injections=(inj,), charges=(captured_line,),
+                  payer=CONFIGURED_PAYERS[0], policy=POLICY)
+    findings = [f for f in evaluate(visit, ALL_RULES) if f.rule == "charge-units-mismatch"]
+    assert len(findings) == 1
+    captured = {"ci-1": captured_json(captured_line, visit)}
+    [card] = CardRenderer(TEMPLATES, INDICATORS).render(findings, visit, "h", captured)
+    [action] = card["suggestions"][0]["actions"]
+    assert action["type"] == "update" and action["resource"]["quantity"] == {"value": 1}
+    assert action["resource"].get("service") == [{"reference": inj.ref}]
