@@ -14,7 +14,7 @@ from cds_service.cards import CardRenderer, load_templates
 from cds_service.errors import ConfigError
 from cds_service.runtime import Runtime, fhir_client_factory, terms_of
 from cds_service.store import FeedbackStore
-from cds_service.web import auth, errors, health, hooks, logs
+from cds_service.web import auth, errors, health, hooks, logs, reports
 
 
 def create_app(config: str | os.PathLike[str] | None = None) -> Flask:
@@ -50,6 +50,7 @@ def create_app(config: str | os.PathLike[str] | None = None) -> Flask:
     errors.register(app)
     app.register_blueprint(hooks.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(reports.bp)
     if settings.auth_required:
         auth.install(app, auth.JwtVerifier(
             settings.raw["auth"].get("trusted_issuers", []),

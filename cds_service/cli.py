@@ -30,8 +30,16 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check-config", help="validate a configuration file against its JSON Schema")
     check.add_argument("file")
 
+    report = commands.add_parser("report", help="feedback per rule: shown, accepted, overridden, override rate")
+    report.add_argument("--config")
+    report.add_argument("--since", help="first day (UTC), e.g. 2025-03-01")
+    report.add_argument("--until", help="day after the last (UTC)")
+    report.add_argument("--format", choices=["table", "csv", "json"], default="table")
+
     args = parser.parse_args(argv)
-    handler = {"serve": run_serve, "evaluate": run_evaluate, "check-config": run_check_config}[args.command]
+    handler = {
+        "serve": run_serve, "evaluate": run_evaluate, "check-config": run_check_config, "report": run_report,
+    }[args.command]
     return handler(args)
 
 
@@ -42,6 +50,30 @@ def run_check_config(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     print(f"{args.file}: valid")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from cds_service import analytics
+    from cds_service.store import FeedbackStore
+
+    try:
+        settings = configuration.load(args.config)
+        since, until = analytics.parse_day(args.since), analytics.parse_day(args.until)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except ValueError:
+        print("--since and --until take ISO dates, e.g. 2025-03-01", file=sys.stderr)
+        return 2
+    store = FeedbackStore(settings.store_url)
+    try:
+        print(analytics.render(analytics.rule_report(store.engine, since, until), args.format), end="")
+    except Exception as exc:  # noqa: BLE001 - a store that does not answer is a clean exit 2
+        print(f"the store does not answer: {type(exc).__name__}", file=sys.stderr)
+        return 2
+    finally:
+        store.dispose()
     return 0
 
 

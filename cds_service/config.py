@@ -56,6 +56,7 @@ class Settings:
     cors_origins: tuple[str, ...]
     console_enabled: bool
     console_token: str
+    reports_token: str
     facility_encounter_classes: frozenset[str]
     facility_pos_codes: frozenset[str]
     catalog: DrugCatalog
@@ -168,6 +169,7 @@ def build(data: Mapping[str, Any], source: str) -> Settings:
         cors_origins=tuple(data.get("cors", {}).get("origins", ["*"])),
         console_enabled=console.get("enabled", False),
         console_token=console.get("token", ""),
+        reports_token=data.get("reports", {}).get("token", ""),
         facility_encounter_classes=frozenset(billing.get("facility_encounter_classes", [])),
         facility_pos_codes=frozenset(billing.get("facility_pos_codes", [])),
         catalog=DrugCatalog(data["drugs"]),

@@ -1,0 +1,38 @@
+"""The feedback report as JSON, for health IT teams: guarded by its own bearer token (reports.token)."""
+
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from cds_service import analytics
+from cds_service.errors import CDSError, InvalidHookRequest, Unauthorized, UnknownService
+
+bp = Blueprint("reports", __name__)
+
+
+class ReportsDisabled(UnknownService):
+    """No reports.token is configured: the endpoint does not exist."""
+
+
+@bp.get("/reports/feedback")
+def feedback_report() -> Response:
+    rt = current_app.extensions["cds"]
+    token = rt.settings.reports_token
+    if not token:
+        raise ReportsDisabled("The report endpoint is off: set reports.token to enable it.")
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise Unauthorized()
+    try:
+        since = analytics.parse_day(request.args.get("since"))
+        until = analytics.parse_day(request.args.get("until"))
+    except ValueError:
+        raise InvalidHookRequest("since and until must be ISO dates (2025-03-04) or date-times.") from None
+    try:
+        stats = analytics.rule_report(rt.store.engine, since, until)
+    except Exception as exc:  # the store is down: say so, do not leak it
+        raise CDSError() from exc
+    return jsonify({"since": request.args.get("since"), "until": request.args.get("until"),
+                    "rules": analytics.as_dicts(stats)})
