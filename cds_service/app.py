@@ -3,43 +3,32 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from flask import Flask
 from flask_cors import CORS
 
 from cds_service import config as configuration
-from cds_service import protocol, rules
-from cds_service.cards import CardRenderer, load_templates
-from cds_service.errors import ConfigError
-from cds_service.runtime import Runtime, fhir_client_factory, terms_of
+from cds_service import reload, runtime
+from cds_service.cards import load_templates
+from cds_service.config import Settings
 from cds_service.store import FeedbackStore
 from cds_service.web import auth, errors, health, hooks, logs, reports
 
 
 def create_app(config: str | os.PathLike[str] | None = None) -> Flask:
     """Create and configure an instance of the Flask application."""
-    settings = configuration.load(config)
+    return build_app(configuration.load(config))
+
+
+def build_app(settings: Settings) -> Flask:
+    """The app for checked settings; the file they came from is watched for changes."""
     templates = load_templates()
-    missing = sorted(rule_id for rule_id in settings.enabled_rules() if rule_id not in rules.RULES)
-    missing += sorted(rule_id for rule_id in settings.enabled_rules() if rule_id not in templates)
-    if missing:
-        raise ConfigError(settings.source, [f"rules/{rule_id}: not implemented yet" for rule_id in missing])
     store = FeedbackStore(settings.store_url)
     store.create_schema()
-
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    indicators = {rule_id: r.indicator for rule_id, r in settings.rules.items() if r.indicator}
-    app.extensions["cds"] = Runtime(
-        settings=settings,
-        terms=terms_of(settings),
-        store=store,
-        renderer=CardRenderer(templates, indicators),
-        services=protocol.services(settings.close_hook),
-        make_fhir_client=fhir_client_factory(settings),
-    )
+    app.extensions["cds"] = runtime.build(settings, store, templates)
     CORS(
         app,
         origins=list(settings.cors_origins),
@@ -51,12 +40,7 @@ def create_app(config: str | os.PathLike[str] | None = None) -> Flask:
     app.register_blueprint(hooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(reports.bp)
-    if settings.auth_required:
-        auth.install(app, auth.JwtVerifier(
-            settings.raw["auth"].get("trusted_issuers", []),
-            config_dir=Path(settings.source).resolve().parent,
-            clock_skew=settings.raw["auth"].get("clock_skew_seconds", 5),
-            store=store,
-        ), settings.raw["auth"].get("public_base_url", ""))
+    auth.install(app)
+    reload.install(app, templates)
     logs.configure()
     return app

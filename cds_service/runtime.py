@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
-from cds_service.cards import CardRenderer
+from cds_service import protocol, rules
+from cds_service.cards import CardRenderer, CardTemplate
 from cds_service.config import Settings
+from cds_service.errors import ConfigError
 from cds_service.facts import Terms
 from cds_service.fhir.client import FhirClient
 from cds_service.fhir.prefetch import ClientFactory
 from cds_service.protocol import ServiceDef
 from cds_service.store import FeedbackStore
+from cds_service.web.auth import JwtVerifier
 
 
 @dataclass
@@ -22,6 +26,33 @@ class Runtime:
     renderer: CardRenderer
     services: dict[str, ServiceDef]
     make_fhir_client: ClientFactory
+    verifier: JwtVerifier | None = None  # None when auth.required is false
+
+
+def build(settings: Settings, store: FeedbackStore, templates: dict[str, CardTemplate]) -> Runtime:
+    """Everything a request needs that comes from configuration; rebuilt whole on a reload."""
+    missing = sorted(rule_id for rule_id in settings.enabled_rules() if rule_id not in rules.RULES)
+    missing += sorted(rule_id for rule_id in settings.enabled_rules() if rule_id not in templates)
+    if missing:
+        raise ConfigError(settings.source, [f"rules/{rule_id}: not implemented yet" for rule_id in missing])
+    verifier = None
+    if settings.auth_required:
+        verifier = JwtVerifier(
+            settings.raw["auth"].get("trusted_issuers", []),
+            config_dir=Path(settings.source).resolve().parent,
+            clock_skew=settings.raw["auth"].get("clock_skew_seconds", 5),
+            store=store,
+        )
+    indicators = {rule_id: r.indicator for rule_id, r in settings.rules.items() if r.indicator}
+    return Runtime(
+        settings=settings,
+        terms=terms_of(settings),
+        store=store,
+        renderer=CardRenderer(templates, indicators),
+        services=protocol.services(settings.close_hook),
+        make_fhir_client=fhir_client_factory(settings),
+        verifier=verifier,
+    )
 
 
 def fhir_client_factory(settings: Settings) -> ClientFactory:

@@ -1,29 +1,49 @@
-"""Production serving: gunicorn running create_app in each worker."""
+"""Production serving: gunicorn running the app in each worker.
+
+The master keeps the last good settings. On SIGHUP it re-reads the configuration file: a valid file
+becomes the new last good settings; an invalid one is logged with every problem and the restarted
+workers keep the old settings, so a bad edit never takes the service down.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
 
+from cds_service import config as configuration
 from cds_service.config import Settings
+from cds_service.errors import ConfigError
+
+log = logging.getLogger("cds_service.server")
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]
-    def __init__(self, options: dict[str, Any], config_path: str | None) -> None:
+    def __init__(self, options: dict[str, Any], settings: Settings) -> None:
         self.options = options
-        self.config_path = config_path
+        self.settings = settings  # the last good settings; workers are built from these
         super().__init__()
 
     def load_config(self) -> None:
         for key, value in self.options.items():
             self.cfg.set(key, value)
 
-    def load(self) -> Any:
-        from cds_service.app import create_app
+    def reload(self) -> None:
+        """SIGHUP: adopt the configuration file if it is valid, else keep the last good settings."""
+        try:
+            self.settings = configuration.load(self.settings.source)
+            log.info(json.dumps({"event": "config-reloaded", "file": self.settings.source}))
+        except ConfigError as exc:
+            log.error(json.dumps({"event": "config-reload-refused", "file": exc.source, "problems": exc.problems}))
+        super().reload()
 
-        return create_app(self.config_path)
+    def load(self) -> Any:
+        from cds_service.app import build_app
+
+        return build_app(self.settings)
 
 
 def serve(settings: Settings, *, config_path: str | None, host: str, port: int, workers: int) -> int:
@@ -44,5 +64,8 @@ def serve(settings: Settings, *, config_path: str | None, host: str, port: int, 
         "proc_name": "cds-service",
         "control_socket_disable": True,  # several instances on one host would share one socket path
     }
-    GunicornServer(options, config_path).run()
+    from cds_service.web import logs
+
+    logs.configure()
+    GunicornServer(options, settings).run()
     return 0

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 
 import jwt
 import requests
-from flask import Flask, Request, request
+from flask import Flask, Request, current_app, request
 
 from cds_service.errors import Unauthorized
 from cds_service.store import FeedbackStore
@@ -228,11 +228,13 @@ def bearer_token(req: Request) -> str:
     return token.strip()
 
 
-def install(app: Flask, verifier: JwtVerifier, public_base_url: str) -> None:
+def install(app: Flask) -> None:
     """Require a valid JWT on discovery, service and feedback calls (not on preflights or health)."""
 
     @app.before_request
     def _require_jwt() -> None:
-        if request.method == "OPTIONS" or not request.path.startswith("/cds-services"):
+        rt = current_app.extensions["cds"]
+        if rt.verifier is None or request.method == "OPTIONS" or not request.path.startswith("/cds-services"):
             return
-        verifier.verify(bearer_token(request), audience_of(request, public_base_url))
+        public_base_url = rt.settings.raw["auth"].get("public_base_url", "")
+        rt.verifier.verify(bearer_token(request), audience_of(request, public_base_url))
