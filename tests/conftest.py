@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import yaml
 from flask import Flask
 from flask.testing import FlaskClient
@@ -20,6 +22,22 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SCENARIOS = FIXTURES  # copies of ../shared/scenarios, so the suite runs without shared/
 DEFAULT_CONFIG = ROOT / "config" / "default.yaml"
 CLOSE_HOOK_PLACEHOLDER = "__CLOSE_HOOK__"
+PG_BASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A URL of the real PostgreSQL whose search_path is a fresh schema, dropped after the test."""
+    schema = f"test_{uuid.uuid4().hex}"
+    admin = sa.create_engine(PG_BASE)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        admin.dispose()
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
