@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 CONFIG ?= config/default.yaml
 
-.PHONY: run test lint typecheck scenarios clean
+.PHONY: run test lint typecheck scenarios clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,12 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check cds_service tests
 	$(BIN)/mypy --strict cds_service/rules cds_service/facts.py
 
-test: lint
+test: lint chromium
 	$(BIN)/python -m pytest -q
+
+# The console's browser tests drive Debian's chromium at /usr/bin/chromium (never a downloaded browser).
+chromium:
+	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 
 scenarios: $(VENV)/.installed-test
 	$(BIN)/python ../shared/tools/check_scenarios.py . ../shared/scenarios

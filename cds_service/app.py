@@ -8,11 +8,11 @@ from flask import Flask
 from flask_cors import CORS
 
 from cds_service import config as configuration
-from cds_service import reload, runtime
+from cds_service import console, reload, runtime
 from cds_service.cards import load_templates
 from cds_service.config import Settings
 from cds_service.store import FeedbackStore
-from cds_service.web import auth, errors, health, hooks, logs, reports
+from cds_service.web import auth, errors, health, hooks, logs, metrics, reports
 
 
 def create_app(config: str | os.PathLike[str] | None = None) -> Flask:
@@ -37,9 +37,12 @@ def build_app(settings: Settings) -> Flask:
         max_age=86400,
     )
     errors.register(app)
+    metrics.install(app)  # before auth: a refused call is counted and timed too
     app.register_blueprint(hooks.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(reports.bp)
+    if settings.console_enabled:
+        console.install(app)  # the web console at /console; without it /console is a JSON 404
     auth.install(app)
     reload.install(app, templates)
     logs.configure()

@@ -1,4 +1,4 @@
-"""The cds-service command: serve, evaluate, check-config."""
+"""The cds-service command: serve, evaluate, check-config, report, db."""
 
 from __future__ import annotations
 
@@ -36,9 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--until", help="day after the last (UTC)")
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
 
+    db = commands.add_parser("db", help="the store's schema (Alembic migrations)")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    for name, text in (("upgrade", "migrate the store to the latest revision"), ("current", "print its revision")):
+        db_commands.add_parser(name, help=text).add_argument("--config")
+
     args = parser.parse_args(argv)
     handler = {
         "serve": run_serve, "evaluate": run_evaluate, "check-config": run_check_config, "report": run_report,
+        "db": run_db,
     }[args.command]
     return handler(args)
 
@@ -125,6 +131,27 @@ def run_serve(args: argparse.Namespace) -> int:
         port=args.port or settings.port,
         workers=args.workers or settings.workers,
     )
+
+
+def run_db(args: argparse.Namespace) -> int:
+    from cds_service import migrations
+    from cds_service.store import make_engine
+
+    try:
+        settings = configuration.load(args.config)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    engine = make_engine(settings.store_url)
+    try:
+        revision = migrations.upgrade(engine) if args.db_command == "upgrade" else migrations.current(engine)
+    except Exception as exc:  # noqa: BLE001 - a store that does not answer, or a failed migration, is exit 2
+        print(f"db {args.db_command}: {type(exc).__name__}: {getattr(exc, 'orig', None) or exc}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    print(f"{revision or 'none'}{' (head)' if revision == migrations.head() else ''}")
+    return 0
 
 
 if __name__ == "__main__":

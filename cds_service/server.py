@@ -7,9 +7,12 @@ workers keep the old settings, so a bad edit never takes the service down.
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import os
+import shutil
+import tempfile
 from typing import Any
 
 from gunicorn.app.base import BaseApplication
@@ -19,6 +22,7 @@ from cds_service.config import Settings
 from cds_service.errors import ConfigError
 
 log = logging.getLogger("cds_service.server")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # cds_service.metrics is not imported here: see prepare_metrics_dir
 
 
 class GunicornServer(BaseApplication):  # type: ignore[misc]
@@ -50,6 +54,7 @@ def serve(settings: Settings, *, config_path: str | None, host: str, port: int, 
     """Serve until SIGTERM/SIGINT; workers finish in-flight requests before exiting."""
     if config_path is not None:
         os.environ["CDS_SERVICE_CONFIG"] = str(config_path)
+    metrics_dir = prepare_metrics_dir()
     options = {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers,
@@ -63,9 +68,40 @@ def serve(settings: Settings, *, config_path: str | None, host: str, port: int, 
         "loglevel": "info",
         "proc_name": "cds-service",
         "control_socket_disable": True,  # several instances on one host would share one socket path
+        "child_exit": child_exit,
     }
     from cds_service.web import logs
 
     logs.configure()
-    GunicornServer(options, settings).run()
+    master = os.getpid()
+    try:
+        GunicornServer(options, settings).run()
+    finally:
+        if metrics_dir is not None and os.getpid() == master:  # a worker's SystemExit passes through here too
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def prepare_metrics_dir() -> str | None:
+    """Point PROMETHEUS_MULTIPROC_DIR at an empty directory before any worker (or prometheus_client) starts.
+
+    prometheus_client picks per-process files or in-memory values when first imported, so the master must not
+    import it before this. The operator's directory is used, emptied of old values; else a fresh private one is
+    made, whose path is returned for removal when the master exits.
+    """
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        os.makedirs(given, mode=0o700, exist_ok=True)
+        for stale in glob.glob(os.path.join(glob.escape(given), "*.db")):
+            os.remove(stale)
+        return None
+    made = tempfile.mkdtemp(prefix="cds-service-metrics-")
+    os.environ[MULTIPROC_ENV] = made
+    return made
+
+
+def child_exit(_arbiter: Any, worker: Any) -> None:
+    """gunicorn hook, in the master: a dead worker's live gauges leave the sums (its counters stay)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

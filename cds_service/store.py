@@ -1,4 +1,8 @@
-"""The store: issued cards and clinicians' feedback, in SQLite or PostgreSQL through SQLAlchemy Core."""
+"""The store: issued cards, feedback and the evaluation log, in SQLite or PostgreSQL through SQLAlchemy Core.
+
+`metadata` is the one definition of the tables the queries use; the schema itself is made by the Alembic
+migrations in cds_service/migrations, which a test keeps identical to `metadata`.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 
+from cds_service import metrics, migrations
 from cds_service.protocol import FeedbackEntry
 
 metadata = sa.MetaData()
@@ -55,6 +60,21 @@ jwt_seen = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
 
+# One row per service call, successful or not. No patient identifiers: ids of rules and cards only.
+evaluations = sa.Table(
+    "evaluations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("hook_instance", sa.String(256)),  # None when the request had none
+    sa.Column("service", sa.String(128), nullable=False),
+    sa.Column("evaluated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("rules_fired", sa.Text, nullable=False),  # JSON list of rule ids
+    sa.Column("card_uuids", sa.Text, nullable=False),  # JSON list of the uuids of the cards returned
+)
+sa.Index("ix_evaluations_evaluated_at", evaluations.c.evaluated_at)
+
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
@@ -85,8 +105,9 @@ class FeedbackStore:
     def __init__(self, url: str) -> None:
         self.engine = make_engine(url)
 
-    def create_schema(self) -> None:
-        metadata.create_all(self.engine)
+    def create_schema(self) -> str:
+        """Bring the database to the latest migration (a no-op when it is there); return its revision."""
+        return migrations.upgrade(self.engine)
 
     def ping(self) -> bool:
         """True when the database answers and the tables exist."""
@@ -98,13 +119,19 @@ class FeedbackStore:
             return False
 
     def _insert_ignoring_duplicates(self, table: sa.Table, rows: Sequence[Mapping[str, Any]]) -> int:
+        return len(self._insert_new(table, rows, *table.primary_key.columns))
+
+    def _insert_new(
+        self, table: sa.Table, rows: Sequence[Mapping[str, Any]], *returning: sa.ColumnElement[Any]
+    ) -> list[tuple[Any, ...]]:
+        """Insert the rows no unique constraint already holds; return the `returning` columns of those written."""
         if not rows:
-            return 0
+            return []
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         stmt = dialect.insert(table).on_conflict_do_nothing()
         with self.engine.begin() as conn:
-            # rowcount is -1 for these inserts under psycopg; count the rows actually written instead.
-            return len(conn.execute(stmt.returning(*table.primary_key.columns), list(rows)).all())
+            # rowcount is -1 for these inserts under psycopg; take the rows actually written instead.
+            return [tuple(row) for row in conn.execute(stmt.returning(*returning), list(rows)).all()]
 
     def record_cards(self, service: str, hook_instance: str, cards: Iterable[Mapping[str, Any]]) -> None:
         """Remember which rule each card came from, so feedback can be counted per rule."""
@@ -128,7 +155,7 @@ class FeedbackStore:
                 sa.select(cards_issued.c.card_uuid, cards_issued.c.rule_id).where(cards_issued.c.card_uuid.in_(uuids))
             ).all())
         received = now()
-        return self._insert_ignoring_duplicates(feedback, [
+        new = self._insert_new(feedback, [
             {
                 "card_uuid": e.card,
                 "service": service,
@@ -143,7 +170,9 @@ class FeedbackStore:
                 "received_at": received,
             }
             for e in entries
-        ])
+        ], feedback.c.rule_id, feedback.c.outcome)
+        metrics.count_feedback((rule_id, outcome) for rule_id, outcome in new)
+        return len(new)
 
     def claim_jti(self, iss: str, jti: str, expires_at: dt.datetime) -> bool:
         """Record a token id; False when it was seen before (a replay). Expired ids are purged."""
@@ -152,6 +181,20 @@ class FeedbackStore:
         with self.engine.begin() as conn:
             conn.execute(sa.delete(jwt_seen).where(jwt_seen.c.expires_at < now()))
         return self._insert_ignoring_duplicates(jwt_seen, [{"iss": iss, "jti": jti, "expires_at": expires_at}]) == 1
+
+    def record_evaluation(self, service: str, hook_instance: str | None, status: int, duration_ms: float,
+                          rules: Iterable[str], card_uuids: Iterable[str]) -> None:
+        """Log one service call: which rules fired and which cards went back, never patient data."""
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(evaluations).values(
+                service=service,
+                hook_instance=hook_instance[:256] if hook_instance is not None else None,
+                evaluated_at=now(),
+                duration_ms=duration_ms,
+                status=status,
+                rules_fired=json.dumps(list(rules)),
+                card_uuids=json.dumps(list(card_uuids)),
+            ))
 
     def feedback_for(self, card_uuid: str) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

@@ -9,7 +9,9 @@ from typing import Any
 from urllib.parse import unquote, urljoin, urlsplit
 
 import requests
+import urllib3
 
+from cds_service import metrics
 from cds_service.errors import FhirDataUnavailable
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -42,6 +44,19 @@ def is_allowed(server: str, allowed: Iterable[str]) -> bool:
     return any(is_under(server, entry) for entry in allowed)
 
 
+class FetchFailed(FhirDataUnavailable):
+    """FhirDataUnavailable from one GET, with the outcome it is counted under (cds_service.metrics.FHIR_OUTCOMES)."""
+
+    def __init__(self, outcome: str, message: str) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+
+
+def is_timeout(exc: requests.RequestException) -> bool:
+    """A connect or read timeout; requests reports one met while streaming the body as a ConnectionError."""
+    return isinstance(exc, requests.Timeout) or any(isinstance(a, urllib3.exceptions.TimeoutError) for a in exc.args)
+
+
 class FhirClient:
     """A FHIR REST client for one hook call: one base URL, one bearer token, one deadline."""
 
@@ -68,45 +83,63 @@ class FhirClient:
         return urljoin(self.base_url + "/", relative.lstrip("/"))
 
     def get(self, url: str, *, missing_ok: bool = False) -> dict[str, Any] | None:
-        """GET a URL below the base; return its JSON, or None for a 404/410 when missing_ok."""
-        if not is_under(url, self.base_url):
-            raise FhirDataUnavailable("A FHIR link pointed outside the allowed FHIR server.")
-        remaining = self.deadline - time.monotonic()
-        if remaining <= 0:
-            raise FhirDataUnavailable("The FHIR server did not answer in time.")
-        headers = {"Accept": "application/fhir+json, application/json"}
-        if self._token:
-            headers["Authorization"] = f"Bearer {self._token}"
+        """GET a URL below the base; return its JSON, or None for a 404/410 when missing_ok.
+
+        Each call is counted in cds_fhir_fetches_total by outcome, and timed once the GET is sent.
+        """
+        outcome, sent = "unreachable", None  # unreachable unless a branch below says what happened
         try:
-            with self.session.get(
-                url, headers=headers, timeout=(min(remaining, 3.05), remaining), allow_redirects=False, stream=True
-            ) as resp:
-                if resp.status_code in (404, 410) and missing_ok:
-                    return None
-                if resp.status_code != 200:
-                    raise FhirDataUnavailable(f"The FHIR server answered HTTP {resp.status_code}.")
-                body = self._read(resp)
-        except requests.RequestException:
-            raise FhirDataUnavailable("The FHIR server could not be reached.") from None
-        try:
-            data = json.loads(body)
-        except ValueError:
-            raise FhirDataUnavailable("The FHIR server answered with something that is not JSON.") from None
-        if not isinstance(data, dict):
-            raise FhirDataUnavailable("The FHIR server answered with something that is not a resource.")
-        return data
+            if not is_under(url, self.base_url):
+                raise FetchFailed("refused", "A FHIR link pointed outside the allowed FHIR server.")
+            remaining = self.deadline - time.monotonic()
+            if remaining <= 0:
+                raise FetchFailed("timeout", "The FHIR server did not answer in time.")
+            headers = {"Accept": "application/fhir+json, application/json"}
+            if self._token:
+                headers["Authorization"] = f"Bearer {self._token}"
+            sent = time.perf_counter()
+            try:
+                with self.session.get(
+                    url, headers=headers, timeout=(min(remaining, 3.05), remaining), allow_redirects=False, stream=True
+                ) as resp:
+                    if resp.status_code in (404, 410) and missing_ok:
+                        outcome = "not_found"
+                        return None
+                    if resp.status_code != 200:
+                        raise FetchFailed(
+                            "not_found" if resp.status_code in (404, 410) else "http_error",
+                            f"The FHIR server answered HTTP {resp.status_code}.",
+                        )
+                    body = self._read(resp)
+            except requests.RequestException as exc:
+                raise FetchFailed(
+                    "timeout" if is_timeout(exc) else "unreachable", "The FHIR server could not be reached."
+                ) from None
+            try:
+                data = json.loads(body)
+            except ValueError:
+                raise FetchFailed("invalid", "The FHIR server answered with something that is not JSON.") from None
+            if not isinstance(data, dict):
+                raise FetchFailed("invalid", "The FHIR server answered with something that is not a resource.")
+            outcome = "ok"
+            return data
+        except FetchFailed as exc:
+            outcome = exc.outcome
+            raise
+        finally:
+            metrics.observe_fhir_fetch(outcome, None if sent is None else time.perf_counter() - sent)
 
     def _read(self, resp: requests.Response) -> bytes:
         declared = resp.headers.get("Content-Length")
         if declared and declared.isdigit() and int(declared) > self.max_bytes:
-            raise FhirDataUnavailable("The FHIR server's answer is too large.")
+            raise FetchFailed("too_large", "The FHIR server's answer is too large.")
         chunks, size = [], 0
         for chunk in resp.iter_content(CHUNK):
             size += len(chunk)
             if size > self.max_bytes:
-                raise FhirDataUnavailable("The FHIR server's answer is too large.")
+                raise FetchFailed("too_large", "The FHIR server's answer is too large.")
             if time.monotonic() > self.deadline:
-                raise FhirDataUnavailable("The FHIR server did not answer in time.")
+                raise FetchFailed("timeout", "The FHIR server did not answer in time.")
             chunks.append(chunk)
         return b"".join(chunks)
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from flask import Blueprint, Response, current_app, g, jsonify, request
 
-from cds_service import protocol
+from cds_service import metrics, protocol
 from cds_service.errors import CDSError, UnknownService
 from cds_service.runtime import Runtime
 from cds_service.service import handle_hook
@@ -41,7 +41,7 @@ def call(service_id: str) -> Response:
     rt = runtime()
     service = service_or_404(service_id)
     started = time.perf_counter()
-    status, rules_fired = 500, []
+    status, rules_fired, card_uuids = 500, [], []
     try:
         body = read_json(request, rt.settings.max_json_depth)
         if isinstance(body, dict) and isinstance(body.get("hookInstance"), str):
@@ -57,12 +57,15 @@ def call(service_id: str) -> Response:
             store=rt.store,
         )
         status, rules_fired = 200, sorted({f.rule for f in outcome.findings})
+        metrics.count_cards(outcome.response["cards"])
+        card_uuids = [card["uuid"] for card in outcome.response.get("cards", []) if "uuid" in card]
         return jsonify(outcome.response)
     except CDSError as exc:
         status = exc.status
         raise
     finally:
         access_log(service.id, status, started, rules_fired)
+        evaluation_log(service.id, status, started, rules_fired, card_uuids)
 
 
 @bp.post("/cds-services/<service_id>/feedback")
@@ -72,6 +75,25 @@ def feedback(service_id: str) -> Response:
     entries = protocol.parse_feedback(read_json(request, rt.settings.max_json_depth))
     stored = rt.store.add_feedback(service.id, entries)
     return jsonify({"received": len(entries), "stored": stored})
+
+
+def evaluation_log(service_id: str, status: int, started: float, rules_fired: list[str], card_uuids: list[str]) -> None:
+    """One row in the store's evaluation log; a failure to write it is logged, never the caller's problem."""
+    try:
+        runtime().store.record_evaluation(
+            service_id, g.get("hook_instance"), status, round((time.perf_counter() - started) * 1000, 1),
+            rules_fired, card_uuids,
+        )
+    except Exception as exc:  # the answer stands whatever the log's database does
+        cause = getattr(exc, "orig", None) or exc  # the driver's message, without the statement and its parameters
+        log.error(json.dumps({
+            "event": "evaluation_log_failed",
+            "service": service_id,
+            "hookInstance": g.get("hook_instance"),
+            "status": status,
+            "error": type(exc).__name__,
+            "detail": str(cause).splitlines()[0][:200] if str(cause) else "",
+        }))
 
 
 def access_log(service_id: str, status: int, started: float, rules_fired: list[str]) -> None:

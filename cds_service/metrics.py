@@ -1,0 +1,85 @@
+"""Prometheus metrics (prefix cds_), exposed at GET /metrics.
+
+Under `cds-service serve` every gunicorn worker writes its values to files in PROMETHEUS_MULTIPROC_DIR (set by
+cds_service.server before the workers start) and a scrape sums them; without that variable the values live in this
+process (the Flask test client, `cds-service evaluate`). prometheus_client picks its storage when it is first
+imported, so the variable must be set before this module is imported.
+
+Every label value comes from a closed set (service ids, rule ids, outcomes), never from the request as sent.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# 1 ms to 5 s: a hook answered from prefetch takes milliseconds, one that calls the FHIR server up to its deadline.
+BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+FHIR_OUTCOMES = ("ok", "not_found", "http_error", "timeout", "unreachable", "too_large", "invalid", "refused")
+UNKNOWN_RULE = "unknown"
+
+REQUESTS = Counter(
+    "cds_requests_total",
+    "CDS Hooks requests by service id (or discovery / unknown), endpoint (call, feedback, discovery) and HTTP status.",
+    ["service", "endpoint", "status"],
+)
+REQUEST_DURATION = Histogram(
+    "cds_request_duration_seconds",
+    "Time to answer a CDS Hooks request, by service id and endpoint.",
+    ["service", "endpoint"],
+    buckets=BUCKETS,
+)
+FHIR_FETCHES = Counter(
+    "cds_fhir_fetches_total",
+    "GETs to the EHR's FHIR server by outcome: " + ", ".join(FHIR_OUTCOMES) + ".",
+    ["outcome"],
+)
+FHIR_FETCH_DURATION = Histogram(
+    "cds_fhir_fetch_duration_seconds",
+    "Time of one GET to the EHR's FHIR server, from sending it to the last byte read or the failure.",
+    buckets=BUCKETS,
+)
+CARDS = Counter("cds_cards_total", "Cards returned, by rule id.", ["rule"])
+FEEDBACK = Counter(
+    "cds_feedback_total",
+    "Feedback entries newly stored, by rule id (unknown for a card this store did not issue) and outcome.",
+    ["rule", "outcome"],
+)
+
+
+def observe_request(service: str, endpoint: str, status: int, seconds: float | None) -> None:
+    REQUESTS.labels(service, endpoint, str(status)).inc()
+    if seconds is not None:
+        REQUEST_DURATION.labels(service, endpoint).observe(seconds)
+
+
+def observe_fhir_fetch(outcome: str, seconds: float | None) -> None:
+    """One FHIR GET; seconds is None when the GET was never sent (refused, or no time left)."""
+    FHIR_FETCHES.labels(outcome).inc()
+    if seconds is not None:
+        FHIR_FETCH_DURATION.observe(seconds)
+
+
+def count_cards(cards: Iterable[Mapping[str, Any]]) -> None:
+    for card in cards:
+        CARDS.labels(card["source"]["topic"]["code"]).inc()
+
+
+def count_feedback(stored: Iterable[tuple[str | None, str]]) -> None:
+    """(rule id or None, outcome) of each feedback entry that was newly stored."""
+    for rule, outcome in stored:
+        FEEDBACK.labels(rule or UNKNOWN_RULE, outcome).inc()
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text exposition: summed over every process that wrote to PROMETHEUS_MULTIPROC_DIR, else this one's."""
+    if os.environ.get(MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
