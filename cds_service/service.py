@@ -51,13 +51,13 @@ def handle_hook(
             request.fhir_server, request.access_token, settings.fhir.allowed_servers, make_client
         )
         fetch_medications(resources, client, missing)
-    visit = facts.build(
+    visit = rules.prepare(facts.build(
         resources,
         terms,
         hook_kind=service.kind,
         patient_id=str(request.context["patientId"]),
         encounter_id=request.context.get("encounterId"),
-    )
+    ))
     findings = tuple(rules.evaluate(visit, enabled_rules(settings, request.options)))
     cards = renderer.render(
         findings, visit, request.hook_instance, resources.charge_json, max_cards=request.options.get("max-cards")

@@ -10,6 +10,8 @@ from cds_service.rules import billing, charges, coverage, documentation, quality
 from cds_service.rules.model import Finding, Injection, Visit
 from cds_service.rules.plan import prepare
 
+__all__ = ["GROUPS", "RULES", "evaluate", "prepare"]
+
 InjectionRule = Callable[..., Iterator[Finding]]
 VisitRule = Callable[..., Iterator[Finding]]
 
@@ -69,8 +71,9 @@ GROUPS: dict[str, frozenset[str]] = {
 
 
 def evaluate(visit: Visit, enabled: Mapping[str, Mapping[str, Any]]) -> Iterator[Finding]:
-    """Run every enabled rule; `enabled` maps a rule id to its keyword parameters."""
-    visit = prepare(visit)
+    """Run every enabled rule on a prepared visit; `enabled` maps a rule id to its keyword parameters."""
+    if visit.injections and not visit.plan:
+        visit = prepare(visit)
     for inj in visit.injections:
         for rule_id, fn in INJECTION_RULES.items():
             if rule_id in enabled:

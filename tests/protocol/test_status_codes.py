@@ -471,3 +471,13 @@ def test_feedback_timestamp_that_is_no_real_instant_is_400(client: FlaskClient) 
     """Found by schemathesis: it matched the pattern and then failed to parse (a 500)."""
     entry = {"card": "c", "outcome": "overridden", "outcomeTimestamp": "0000-00-00T00:00:00Z"}
     assert_outcome(client.post(DISCHARGE + "/feedback", json={"feedback": [entry]}), 400)
+
+
+def test_card_text_agrees_with_its_suggestions(client: FlaskClient) -> None:
+    """The detail says no drug line is suggested only when none is (the renderer sees the billing plan)."""
+    card = client.post(DISCHARGE, json=request_01()).get_json()["cards"][0]
+    assert "No drug line is suggested" not in card["detail"]
+    request = request_01()
+    del request["prefetch"]["administrations"]["entry"][0]["resource"]["dosage"]["dose"]
+    card = client.post(DISCHARGE, json=request).get_json()["cards"][0]
+    assert "No drug line is suggested" in card["detail"]
