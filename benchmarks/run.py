@@ -222,6 +222,7 @@ def in_process(config: Path, plan: Plan) -> dict[str, float]:
     silence_logs()
     client = app.test_client()
     rt = app.extensions["cds"]
+    prepare = getattr(rules, "prepare", lambda visit: visit)  # handle_hook prepares the visit before the rules
     settings, service = rt.settings, rt.services[payloads.SERVICE_ID]
     path = f"/cds-services/{payloads.SERVICE_ID}"
     sizes: list[tuple[str, int]] = [("typical (3 admins)", 3)] + [(f"history {n:>4} admins", n) for n in HISTORIES]
@@ -284,6 +285,8 @@ def in_process(config: Path, plan: Plan) -> dict[str, float]:
             visit = facts.build(resources, rt.terms, hook_kind=service.kind,
                                 patient_id=str(hook_request.context["patientId"]),
                                 encounter_id=hook_request.context.get("encounterId"))
+            t4a = time.perf_counter()
+            visit = prepare(visit)
             t4 = time.perf_counter()
             findings = tuple(rules.evaluate(visit, service_mod.enabled_rules(settings, hook_request.options)))
             t5 = time.perf_counter()
@@ -297,9 +300,9 @@ def in_process(config: Path, plan: Plan) -> dict[str, float]:
             t8 = time.perf_counter()
             if resources.invalid or missing:
                 raise RuntimeError(f"{label}: invalid resources {resources.invalid} / unresolved {missing}")
-            for key, dt_ in zip(STAGES, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5, t7 - t6, t8 - t7),
-                                strict=True):
-                times[key].append(dt_)
+            marks = (t0, t1, t2, t3, t4a, t4, t5, t6, t7, t8)
+            for key, start, end in zip(STAGES, marks[:-1], marks[1:], strict=True):
+                times[key].append(end - start)
             return t8 - t0
 
         with app.app_context():
@@ -331,6 +334,7 @@ STAGES = {
     "request": "parse: CDS Hooks request check + prefetch",
     "fhir": "parse: FHIR validation (fhir.parse.read)",
     "facts": "facts (facts.build)",
+    "plan": "billing plan (rules.prepare)",
     "rules": "rules (rules.evaluate)",
     "cards": "cards (CardRenderer.render)",
     "store": "store (FeedbackStore.record_cards)",
@@ -451,6 +455,7 @@ class WrkResult:
     socket_errors: str
     bodies: int
     other: float  # % of the machine's CPU used by processes other than this server and wrk
+    cores: float  # CPU the server (master and workers) used, in cores
 
 
 def duration(text: str) -> float:
@@ -465,8 +470,10 @@ def run_wrk(url: str, connections: int, seconds: float, bodies_file: Path, serve
     load = OtherLoad(lambda: process_cpu(pids) + children_cpu())
     argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency",
             "-s", str(HERE / "rotate.lua"), url, "--", str(bodies_file)]
+    t0, cpu0 = time.perf_counter(), process_cpu(pids)
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     other = load.percent()
+    cores = (process_cpu(pids) - cpu0) / (time.perf_counter() - t0)
     text = out.stdout + out.stderr
     try:
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
@@ -480,7 +487,7 @@ def run_wrk(url: str, connections: int, seconds: float, bodies_file: Path, serve
     sock = re.search(r"Socket errors:\s+(.*)", text)
     return WrkResult(rps, duration(dist["50"]), duration(dist["99"]), total, int(rotate.group(3)),
                      int(wrk_bad.group(1)) if wrk_bad else 0, sock.group(1).strip() if sock else "",
-                     int(rotate.group(1)), other)
+                     int(rotate.group(1)), other, cores)
 
 
 def http(config: Path, work: Path, plan: Plan) -> dict[str, Any]:
@@ -520,14 +527,15 @@ def http(config: Path, work: Path, plan: Plan) -> dict[str, Any]:
             if warm.non2xx or warm.wrk_errors:
                 problem(f"warm-up of {name}: {warm.non2xx} non-2xx responses")
         print(f"\n   {'round':<6}{'conns':>6}  {'app':<8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
-              f"{'requests':>10}{'non-2xx':>9}{'other CPU':>11}  socket errors")
+              f"{'requests':>10}{'non-2xx':>9}{'app CPU':>9}{'other CPU':>11}  socket errors")
         for rnd in range(1, plan.rounds + 1):
             for conns in CONNECTIONS:
                 for name, url in urls.items():  # alternating: project, floor, project, floor ...
                     r = run_wrk(url, conns, plan.wrk_seconds, bodies_file, servers[name])
                     results.setdefault((name, conns), []).append(r)
                     print(f"   {rnd:<6}{conns:>6}  {name:<8}{r.rps:>9.0f}{ms(r.p50):>9}{ms(r.p99):>9}"
-                          f"{r.requests:>10}{r.non2xx:>9}{r.other:>10.0f}%  {r.socket_errors or 'none'}")
+                          f"{r.requests:>10}{r.non2xx:>9}{r.cores:>6.2f} c{r.other:>10.0f}%  "
+                          f"{r.socket_errors or 'none'}")
                     if r.non2xx or r.wrk_errors:
                         problem(f"{name} at {conns} connections, round {rnd}: {r.non2xx} non-2xx responses "
                                 f"(wrk: {r.wrk_errors} with status > 399)")
@@ -536,12 +544,12 @@ def http(config: Path, work: Path, plan: Plan) -> dict[str, Any]:
                     if r.bodies < N_BODIES:
                         problem(f"rotate.lua read only {r.bodies} bodies")
 
-        print("\n   Summary (mean over rounds of req/s, p50 and p99):")
+        print("\n   Summary (median over rounds of req/s, p50 and p99; ratio of the median req/s):")
         print(f"   {'conns':>6}{'project req/s':>15}{'floor req/s':>13}{'ratio':>8}{'project p50/p99 ms':>21}"
               f"{'floor p50/p99 ms':>19}")
         for conns in CONNECTIONS:
             proj = results[("project", conns)]
-            mean = lambda rs, f: statistics.fmean(getattr(r, f) for r in rs)  # noqa: E731
+            mean = lambda rs, f: statistics.median(getattr(r, f) for r in rs)  # noqa: E731
             line = f"   {conns:>6}{mean(proj, 'rps'):>15.0f}"
             floor = results.get(("floor", conns))
             if floor:

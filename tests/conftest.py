@@ -40,6 +40,15 @@ def pg_url() -> Iterator[str]:
         admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store on SQLite and on the real PostgreSQL (a fresh schema: tests/conftest.py pg_url)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store/cds.db"
+    url: str = request.getfixturevalue("pg_url")
+    return url
+
+
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in overrides.items():

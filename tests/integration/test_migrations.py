@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,29 +29,6 @@ SERVICE = "injection-billing-encounter-discharge"
 PATIENT_ID = "pt-4f2b4345"  # scenario 01's patient
 CONDITION_CODE = "D51.0"  # and the condition on its chart
 TABLES = {"cards_issued", "feedback", "jwt_seen", "evaluations"}
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""
-    schema = f"test_{uuid.uuid4().hex}"
-    admin = sa.create_engine(PG_BASE)
-    try:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    finally:
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/store/cds.db"
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,29 +21,6 @@ SERVICE = "injection-billing-encounter-discharge"
 CARD = {"uuid": "card-0001", "source": {"topic": {"code": "admin-96372"}}}
 REASON = {"system": "https://injection-billing.org/fhir/CodeSystem/override-reason", "code": "already-billed",
           "display": "Already billed on another charge or claim"}
-
-
-@pytest.fixture
-def pg_url() -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh schema, dropped after the test."""
-    schema = f"test_{uuid.uuid4().hex}"
-    admin = sa.create_engine(PG_BASE)
-    try:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        yield f"{PG_BASE}?options=-csearch_path%3D{schema}"
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    finally:
-        admin.dispose()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/store/cds.db"
-    url: str = request.getfixturevalue("pg_url")
-    return url
 
 
 @pytest.fixture
