@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from cds_service import config as configuration
+from cds_service.config import Settings
 from cds_service.errors import ConfigError
 
 
@@ -49,11 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     return handler(args)
 
 
-def run_check_config(args: argparse.Namespace) -> int:
+def load_settings(path: str | None) -> Settings | None:
+    """The checked settings, or None after printing every problem (the caller exits 2)."""
     try:
-        configuration.load(args.file)
+        return configuration.load(path)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return None
+
+
+def run_check_config(args: argparse.Namespace) -> int:
+    if load_settings(args.file) is None:
         return 2
     print(f"{args.file}: valid")
     return 0
@@ -117,10 +124,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    try:
-        settings = configuration.load(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    settings = load_settings(args.config)
+    if settings is None:
         return 2
     from cds_service.server import serve
 
@@ -137,10 +142,8 @@ def run_db(args: argparse.Namespace) -> int:
     from cds_service import migrations
     from cds_service.store import make_engine
 
-    try:
-        settings = configuration.load(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
+    settings = load_settings(args.config)
+    if settings is None:
         return 2
     engine = make_engine(settings.store_url)
     try:

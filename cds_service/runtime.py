@@ -13,7 +13,8 @@ from cds_service.errors import ConfigError
 from cds_service.facts import Terms
 from cds_service.fhir.client import FhirClient
 from cds_service.fhir.prefetch import ClientFactory
-from cds_service.protocol import ServiceDef
+from cds_service.protocol import HookRequest, ServiceDef
+from cds_service.service import Outcome, handle_hook
 from cds_service.store import FeedbackStore
 from cds_service.web.auth import JwtVerifier
 
@@ -27,6 +28,18 @@ class Runtime:
     services: dict[str, ServiceDef]
     make_fhir_client: ClientFactory
     verifier: JwtVerifier | None = None  # None when auth.required is false
+
+    def answer(self, request: HookRequest, service: ServiceDef, *, record: bool = True) -> Outcome:
+        """Answer a checked hook request with this runtime; record=False keeps the cards out of the store."""
+        return handle_hook(
+            request,
+            service,
+            settings=self.settings,
+            terms=self.terms,
+            renderer=self.renderer,
+            make_client=self.make_fhir_client,
+            store=self.store if record else None,
+        )
 
 
 def build(settings: Settings, store: FeedbackStore, templates: dict[str, CardTemplate]) -> Runtime:

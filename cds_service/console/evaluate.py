@@ -34,7 +34,7 @@ from cds_service.errors import (
 )
 from cds_service.fhir.client import FhirClient
 from cds_service.runtime import Runtime
-from cds_service.service import Outcome, handle_hook
+from cds_service.service import Outcome
 from cds_service.web.body import depth_exceeds
 
 log = logging.getLogger("cds_service.console")
@@ -154,15 +154,7 @@ def evaluate(rt: Runtime, text: str, service_id: str | None) -> Evaluation:
 
 def run(rt: Runtime, body: Any, service: protocol.ServiceDef) -> Outcome:
     hook_request = protocol.parse_hook_request(body, service, rt.settings.max_cards)
-    return handle_hook(
-        hook_request,
-        service,
-        settings=rt.settings,
-        terms=rt.terms,
-        renderer=rt.renderer,
-        make_client=rt.make_fhir_client,
-        store=None,  # the console's evaluations are not cards shown to a clinician
-    )
+    return rt.answer(hook_request, service, record=False)  # console evaluations are not cards shown to a clinician
 
 
 def elapsed(started: float) -> float:

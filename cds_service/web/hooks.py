@@ -12,7 +12,6 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from cds_service import metrics, protocol
 from cds_service.errors import CDSError, UnknownService
 from cds_service.runtime import Runtime
-from cds_service.service import handle_hook
 from cds_service.web.body import read_json
 
 bp = Blueprint("hooks", __name__)
@@ -47,15 +46,7 @@ def call(service_id: str) -> Response:
         if isinstance(body, dict) and isinstance(body.get("hookInstance"), str):
             g.hook_instance = body["hookInstance"][:256]
         hook_request = protocol.parse_hook_request(body, service, rt.settings.max_cards)
-        outcome = handle_hook(
-            hook_request,
-            service,
-            settings=rt.settings,
-            terms=rt.terms,
-            renderer=rt.renderer,
-            make_client=rt.make_fhir_client,
-            store=rt.store,
-        )
+        outcome = rt.answer(hook_request, service)
         status, rules_fired = 200, sorted({f.rule for f in outcome.findings})
         metrics.count_cards(outcome.response["cards"])
         card_uuids = [card["uuid"] for card in outcome.response.get("cards", []) if "uuid" in card]

@@ -70,8 +70,18 @@ def metrics_dir_of(pid: int) -> Path:
     raise AssertionError(f"worker {pid} maps no metrics file: not in multiprocess mode")
 
 
+def all_mapped(pids: set[int]) -> bool:
+    try:
+        return len(pids) == 2 and all(metrics_dir_of(pid) for pid in pids)
+    except (AssertionError, OSError):
+        return False
+
+
 def test_requests_from_both_workers_sum_in_one_scrape(fresh_server: Callable[..., Server]) -> None:
     server = fresh_server(workers=2)
+    deadline = time.monotonic() + 15  # /healthz answered from one worker; the other may still be booting
+    while time.monotonic() < deadline and not all_mapped(workers_of(server)):
+        time.sleep(0.2)
     workers = workers_of(server)
     assert len(workers) == 2
     dirs = {metrics_dir_of(pid) for pid in workers}
