@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from cds_service import facts, rules
 from cds_service.cards import CardRenderer
@@ -51,19 +51,43 @@ def handle_hook(
             request.fhir_server, request.access_token, settings.fhir.allowed_servers, make_client
         )
         fetch_medications(resources, client, missing)
-    visit = rules.prepare(facts.build(
+    outcome = evaluate(
         resources,
-        terms,
+        settings=settings,
+        terms=terms,
+        renderer=renderer,
         hook_kind=service.kind,
         patient_id=str(request.context["patientId"]),
         encounter_id=request.context.get("encounterId"),
-    ))
-    findings = tuple(rules.evaluate(visit, enabled_rules(settings, request.options)))
-    cards = renderer.render(
-        findings, visit, request.hook_instance, resources.charge_json, max_cards=request.options.get("max-cards")
+        hook_instance=request.hook_instance,
+        options=request.options,
     )
+    cards = outcome.response["cards"]
     if store is not None and cards:
         store.record_cards(service.id, request.hook_instance, cards)
+    return outcome
+
+
+def evaluate(
+    resources: parse.Resources,
+    *,
+    settings: Settings,
+    terms: facts.Terms,
+    renderer: CardRenderer,
+    hook_kind: Literal["order-sign", "encounter"],
+    patient_id: str,
+    encounter_id: str | None,
+    hook_instance: str,
+    options: Mapping[str, Any],
+) -> Outcome:
+    """Cards for resources already read: the part of a hook call the retrospective audit shares."""
+    visit = rules.prepare(facts.build(
+        resources, terms, hook_kind=hook_kind, patient_id=patient_id, encounter_id=encounter_id
+    ))
+    findings = tuple(rules.evaluate(visit, enabled_rules(settings, options)))
+    cards = renderer.render(
+        findings, visit, hook_instance, resources.charge_json, max_cards=options.get("max-cards")
+    )
     return Outcome({"cards": cards}, findings)
 
 
