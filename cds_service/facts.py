@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from cds_service.catalog import ACTIVITY_UNITS, MASS_IN_UG, VOLUME_UNITS, DrugCatalog, PayerProfiles, Product, convert
-from cds_service.fhir.parse import Resources
+from cds_service.fhir.parse import Resources, ref_key
 from cds_service.rules.model import (
     BillingPolicy,
     ChargeLine,
@@ -141,16 +141,6 @@ def build(
 
 
 # --- references and time ------------------------------------------------------------------
-
-def ref_key(reference: str | None) -> str | None:
-    """'http://x/fhir/Encounter/1/_history/2' and 'Encounter/1' both become 'Encounter/1'."""
-    if not reference:
-        return None
-    parts = [p for p in reference.split("/") if p]
-    if "_history" in parts:
-        parts = parts[: parts.index("_history")]
-    return "/".join(parts[-2:]) if len(parts) >= 2 else reference
-
 
 def ref_id(ref: Any, rtype: str) -> str | None:
     key = ref_key(getattr(ref, "reference", None))

@@ -11,6 +11,7 @@ from cds_service.cards import CardRenderer, CardTemplate
 from cds_service.config import Settings
 from cds_service.errors import ConfigError
 from cds_service.facts import Terms
+from cds_service.fhir import parse
 from cds_service.fhir.client import FhirClient
 from cds_service.fhir.prefetch import ClientFactory
 from cds_service.protocol import HookRequest, ServiceDef
@@ -56,6 +57,7 @@ def build(settings: Settings, store: FeedbackStore, templates: dict[str, CardTem
             clock_skew=settings.raw["auth"].get("clock_skew_seconds", 5),
             store=store,
         )
+    parse.models()  # generate the FHIR validators now rather than on the first hook call
     indicators = {rule_id: r.indicator for rule_id, r in settings.rules.items() if r.indicator}
     return Runtime(
         settings=settings,

@@ -44,7 +44,7 @@ def handle_hook(
         max_pages=settings.fhir.max_pages,
     )
     draft_orders = request.context.get("draftOrders") if service.kind == "order-sign" else None
-    resources = parse.read(values, draft_orders)
+    resources = parse.read(values, draft_orders, request.context.get("encounterId"))
     missing = unresolved_medications(resources)
     if missing:
         client = client or prefetch.connect(

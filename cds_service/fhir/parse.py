@@ -1,4 +1,9 @@
-"""Read FHIR R4 JSON with fhir.resources.R4B, tolerantly: a bad resource is set aside, not fatal."""
+"""Read FHIR R4 JSON, validated against the fhir.resources R4B models, tolerantly: a bad resource is set aside.
+
+Validation goes through the models `fhir.fast` generates from fhir.resources (same verdicts and values,
+at pydantic-core speed). An administration linked to another encounter is history: only the elements
+the frequency rule reads (drug, status, date, links) are validated and kept; see `HISTORY_ELEMENTS`.
+"""
 
 from __future__ import annotations
 
@@ -7,35 +12,38 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
-from fhir.resources.R4B.chargeitem import ChargeItem
-from fhir.resources.R4B.condition import Condition
-from fhir.resources.R4B.coverage import Coverage
-from fhir.resources.R4B.encounter import Encounter
-from fhir.resources.R4B.medication import Medication
-from fhir.resources.R4B.medicationadministration import MedicationAdministration
-from fhir.resources.R4B.medicationrequest import MedicationRequest
 from pydantic import ValidationError
 
+from cds_service.fhir.fast import FastModel, model_for
 from cds_service.rules.model import InvalidResource
 
 READ_TYPES = frozenset(
     {"Encounter", "MedicationAdministration", "MedicationRequest", "Medication", "Condition", "ChargeItem", "Coverage"}
 )
 MAX_PROBLEMS = 5
+# What facts.build reads of an administration that is another encounter's: the frequency rule's drug,
+# status and date, the links that place it, and `contained` for a drug given as "#med".
+HISTORY_ELEMENTS = (
+    "resourceType", "id", "status", "_status", "medicationCodeableConcept", "medicationReference", "contained",
+    "subject", "context", "effectiveDateTime", "_effectiveDateTime", "effectivePeriod",
+)
+
+# The resources are typed loosely: they are generated models that read like fhir.resources ones.
+Resource = FastModel
 
 
 @dataclass
 class Resources:
     """The resources of one hook call, by type, after validation."""
 
-    encounter: Encounter | None = None
-    administrations: list[MedicationAdministration] = field(default_factory=list)
-    orders: list[MedicationRequest] = field(default_factory=list)
-    medications: dict[str, Medication] = field(default_factory=dict)  # by "Medication/id" and fullUrl
-    conditions: list[Condition] = field(default_factory=list)
-    charges: list[ChargeItem] = field(default_factory=list)
+    encounter: Any = None
+    administrations: list[Any] = field(default_factory=list)
+    orders: list[Any] = field(default_factory=list)
+    medications: dict[str, Any] = field(default_factory=dict)  # by "Medication/id" and fullUrl
+    conditions: list[Any] = field(default_factory=list)
+    charges: list[Any] = field(default_factory=list)
     charge_json: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # by id: updates carry them whole
-    coverages: list[Coverage] = field(default_factory=list)
+    coverages: list[Any] = field(default_factory=list)
     invalid: list[InvalidResource] = field(default_factory=list)
     seen: set[tuple[str, str]] = field(default_factory=set)  # (type, id): a paged search may repeat an entry
 
@@ -59,8 +67,15 @@ def entries(value: Mapping[str, Any]) -> Iterator[tuple[str | None, Any]]:
             yield entry.get("fullUrl"), entry.get("resource")
 
 
-def validate(where: str, data: Any, into: Resources) -> Any | None:
-    """Validate one resource of a type the service reads; record it as invalid when it fails."""
+def models() -> dict[str, type[FastModel]]:
+    """The generated model of each type read, built on first call (about 0.3 s): apps call it at start."""
+    return {rtype: model_for(get_fhir_model_class(rtype)) for rtype in sorted(READ_TYPES)}
+
+
+def validate(where: str, data: Any, into: Resources, *, history: bool = False) -> Any | None:
+    """Validate one resource of a type the service reads; record it as invalid when it fails.
+
+    history=True validates only HISTORY_ELEMENTS of an administration (the rest is not read)."""
     if not isinstance(data, Mapping):
         into.invalid.append(InvalidResource(where, "(unknown)", None, ("entry has no resource object",)))
         return None
@@ -69,7 +84,9 @@ def validate(where: str, data: Any, into: Resources) -> Any | None:
         return None
     rid = data.get("id") if isinstance(data.get("id"), str) else None
     try:
-        return get_fhir_model_class(rtype).model_validate(data)
+        if history:
+            data = {key: data[key] for key in HISTORY_ELEMENTS if key in data}
+        return models()[rtype].model_validate(data)
     except ValidationError as exc:
         into.invalid.append(InvalidResource(where, rtype, rid, describe_errors(exc)))
     except (TypeError, ValueError) as exc:  # pragma: no cover - pydantic wraps nearly all of these
@@ -77,20 +94,44 @@ def validate(where: str, data: Any, into: Resources) -> Any | None:
     return None
 
 
-def read(values: Mapping[str, Any], draft_orders: Mapping[str, Any] | None = None) -> Resources:
-    """Validate every prefetched or fetched value (by key) and the draft orders of order-sign."""
+def read(
+    values: Mapping[str, Any], draft_orders: Mapping[str, Any] | None = None, encounter_id: str | None = None
+) -> Resources:
+    """Validate every prefetched or fetched value (by key) and the draft orders of order-sign.
+
+    Given the encounter in context, administrations linked to another encounter are read as history."""
     out = Resources()
     sources: list[tuple[str, Mapping[str, Any]]] = [(k, v) for k, v in values.items() if isinstance(v, Mapping)]
     if draft_orders:
         sources.append(("context.draftOrders", draft_orders))
     for where, value in sources:
         for full_url, data in entries(value):
-            resource = validate(where, data, out)
+            resource = validate(where, data, out, history=is_history(data, encounter_id))
             if resource is not None:
                 add(out, resource, full_url, where)
-                if isinstance(resource, ChargeItem) and resource.id:
+                if resource.get_resource_type() == "ChargeItem" and resource.id:
                     out.charge_json[resource.id] = data
     return out
+
+
+def is_history(data: Any, encounter_id: str | None) -> bool:
+    """An administration that names another encounter as its context (facts.belongs says the same)."""
+    if encounter_id is None or not isinstance(data, Mapping) or data.get("resourceType") != "MedicationAdministration":
+        return False
+    context = data.get("context")
+    reference = context.get("reference") if isinstance(context, Mapping) else None
+    linked = ref_key(reference) if isinstance(reference, str) else None
+    return linked is not None and linked.startswith("Encounter/") and linked != f"Encounter/{encounter_id}"
+
+
+def ref_key(reference: str | None) -> str | None:
+    """'http://x/fhir/Encounter/1/_history/2' and 'Encounter/1' both become 'Encounter/1'."""
+    if not reference:
+        return None
+    parts = [p for p in reference.split("/") if p]
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return "/".join(parts[-2:]) if len(parts) >= 2 else reference
 
 
 def add(out: Resources, resource: Any, full_url: str | None, where: str) -> None:
@@ -100,26 +141,26 @@ def add(out: Resources, resource: Any, full_url: str | None, where: str) -> None
         if key in out.seen:
             return
         out.seen.add(key)
-    match resource:
-        case Encounter():
+    match resource.get_resource_type():
+        case "Encounter":
             if out.encounter is None or where == "encounter":
                 out.encounter = resource
-        case MedicationAdministration():
+        case "MedicationAdministration":
             out.administrations.append(resource)
-        case MedicationRequest():
+        case "MedicationRequest":
             if where == "context.draftOrders":
                 out.orders.append(resource)
-        case Medication():
+        case "Medication":
             add_medication(out, resource, full_url)
-        case Condition():
+        case "Condition":
             out.conditions.append(resource)
-        case ChargeItem():
+        case "ChargeItem":
             out.charges.append(resource)
-        case Coverage():
+        case "Coverage":
             out.coverages.append(resource)
 
 
-def add_medication(out: Resources, med: Medication, full_url: str | None = None) -> None:
+def add_medication(out: Resources, med: Any, full_url: str | None = None) -> None:
     if med.id:
         out.medications[f"Medication/{med.id}"] = med
     if full_url:

@@ -182,7 +182,7 @@ def test_invalid_resource_gets_its_own_card_and_the_rest_is_evaluated(client: Fl
     request = request_01()
     entries = request["prefetch"]["administrations"]["entry"]
     entries[1]["resource"]["effectiveDateTime"] = "2025-02-02T10:15:00"  # no time zone
-    entries[2]["resource"]["dosage"]["dose"]["value"] = "a lot"
+    entries[2]["resource"]["effectivePeriod"] = {"start": "2025-01-01"}  # and effectiveDateTime: two of [x]
     body = client.post(DISCHARGE, json=request).get_json()
     assert sorted(topics(body)) == ["admin-96372", "drug-waste-modifier", "invalid-resource", "invalid-resource"]
     invalid = [c for c in body["cards"] if c["source"]["topic"]["code"] == "invalid-resource"]
@@ -191,6 +191,18 @@ def test_invalid_resource_gets_its_own_card_and_the_rest_is_evaluated(client: Fl
     assert "MedicationAdministration/ma-4f2b4345-p30" in invalid[0]["summary"]
     assert "effectiveDateTime" in invalid[0]["detail"]
     assert "MedicationAdministration/ma-4f2b4345-p60" in invalid[1]["summary"]
+
+
+def test_history_admin_is_validated_on_what_the_frequency_rule_reads(client: FlaskClient) -> None:
+    """Another encounter's administration: drug, status and date are checked; its dose is not read."""
+    request = request_01()
+    entries = request["prefetch"]["administrations"]["entry"]
+    entries[2]["resource"]["dosage"]["dose"]["value"] = "a lot"  # not read: no card
+    entries[1]["resource"]["status"] = ["completed"]  # read: a code is not a list
+    body = client.post(DISCHARGE, json=request).get_json()
+    invalid = [c for c in body["cards"] if c["source"]["topic"]["code"] == "invalid-resource"]
+    assert len(invalid) == 1 and "status" in invalid[0]["detail"]
+    assert "MedicationAdministration/ma-4f2b4345-p30" in invalid[0]["summary"]
 
 
 def test_markdown_from_request_data_is_escaped(client: FlaskClient) -> None:

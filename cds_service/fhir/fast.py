@@ -1,0 +1,154 @@
+"""FHIR R4 validation at pydantic-core speed, generated from the fhir.resources R4B models.
+
+fhir.resources validates every nested element in Python: each complex element goes through a
+wrapping validator that calls `model_validate` again, plus a before- and an after-validator per
+model. That costs about 0.15 ms per resource, which is most of a hook call. This module derives,
+once per class, a plain pydantic model with the same fields, aliases, cardinalities and primitive
+types (the very `fhir_core` annotations, so primitives validate and convert identically), nested
+through the generated models so that pydantic-core validates a whole resource in one call. The
+model-level rules of `fhir_core.fhirabstractmodel.FHIRAbstractModel` are kept:
+
+- unknown elements are refused (`extra="forbid"`) and `resourceType` must match when given;
+- a null inside a list of complex elements is refused (here by the list's item type itself);
+- a choice element `nnn[x]` takes one type at most, and one when the element is required;
+- a required primitive is present, or its `_nnn` extension sibling carries an extension.
+
+`contained` resources are validated by fhir.resources itself, as their type is only known at run
+time. tests/unit/test_fast_validation.py holds this module to fhir.resources on every example in
+../shared/reference and on mutations of them: the same verdict, and the same values when valid.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+import typing
+from typing import Any, Literal
+
+from fhir_core.fhirabstractmodel import FHIRAbstractModel
+from fhir_core.types import FhirBase
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+__all__ = ["FastModel", "ValidationError", "model_for"]
+
+
+class FastModel(BaseModel):
+    """The base of every generated model: read like a fhir.resources model, by element name."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
+
+    __resource_type__: typing.ClassVar[str] = ""
+    __choices__: typing.ClassVar[tuple[tuple[str, tuple[str, ...], bool], ...]] = ()  # (prefix, fields, required)
+    __required_primitives__: typing.ClassVar[tuple[tuple[str, str, str | None], ...]] = ()  # (field, alias, ext)
+
+    @classmethod
+    def get_resource_type(cls) -> str:
+        return cls.__resource_type__
+
+
+def _check_rules(self: FastModel) -> FastModel:
+    """The after-validator of fhir_core, for the classes that have choices or required primitives."""
+    errors: list[InitErrorDetails] = []
+    for prefix, fields, required in self.__choices__:
+        given = [name for name in fields if getattr(self, name) is not None]
+        if len(given) > 1 or (required and not given):
+            errors.append({
+                "type": PydanticCustomError(
+                    "value_error", "{prefix}[x]: expected one of {fields}, got {n}",
+                    {"prefix": prefix, "fields": ", ".join(fields), "n": len(given)},
+                ),
+                "loc": (prefix,),
+                "input": None,
+            })
+    for name, alias, ext in self.__required_primitives__:
+        if getattr(self, name) is not None:
+            continue
+        sibling = getattr(self, ext) if ext else None
+        if sibling is None or not getattr(sibling, "extension", None):
+            errors.append({
+                "type": PydanticCustomError(
+                    "model_field_validation.missing", "Value for the field '{field_name}' is required.",
+                    {"field_name": alias},
+                ),
+                "loc": (alias,),
+                "input": None,
+            })
+    if errors:
+        raise ValidationError.from_exception_data(type(self).__name__, errors)
+    return self
+
+
+@functools.cache
+def model_for(cls: type[FHIRAbstractModel]) -> type[FastModel]:
+    """The generated model of a fhir.resources class, with every model it nests (built once, then cached)."""
+    pending = [cls]
+    while pending:
+        klass = pending.pop()
+        if _name(klass) not in globals():
+            globals()[_name(klass)] = _generate(klass, pending)
+    model: type[FastModel] = globals()[_name(cls)]
+    model.model_rebuild()
+    return model
+
+
+def _name(klass: type[FHIRAbstractModel]) -> str:
+    return f"Fast{klass.__name__}"  # class names are unique across fhir.resources.R4B
+
+
+def _generate(cls: type[FHIRAbstractModel], pending: list[type[FHIRAbstractModel]]) -> type[FastModel]:
+    """One generated model; the classes it nests are appended to `pending` and referred to by name."""
+    fields: dict[str, Any] = {}
+    for name, info in cls.model_fields.items():
+        annotation = _convert(info.annotation, pending)
+        default = ... if info.is_required() else info.default
+        fields[name] = (annotation, Field(default, alias=info.alias or name))
+    resource_type = cls.__resource_type__
+    fields["resource_type"] = (Literal[resource_type] | None, Field(None, alias="resourceType"))  # type: ignore[valid-type]
+    probe = cls.model_construct()
+    choices = tuple(
+        (prefix, tuple(names), bool((cls.model_fields[names[0]].json_schema_extra or {}).get("one_of_many_required")))
+        for prefix, names in probe.get_one_of_many_fields().items()
+    )
+    aliases = {info.alias or name: name for name, info in cls.model_fields.items()}
+    required = tuple((aliases.get(alias, alias), alias, ext) for alias, ext in probe.get_required_fields())
+    validators = {}
+    if choices or required:
+        validators["check_rules"] = model_validator(mode="after")(_check_rules)
+    model: type[FastModel] = create_model(  # type: ignore[call-overload]
+        _name(cls),
+        __base__=FastModel,
+        __validators__=validators,
+        __module__=__name__,
+        **fields,
+    )
+    model.__resource_type__ = resource_type
+    model.__choices__ = choices
+    model.__required_primitives__ = required
+    return model
+
+
+def _not_null(value: Any) -> Any:
+    """fhir.resources' lazy types let a null through; in a list of resources it has no meaning."""
+    if value is None:
+        raise ValueError("None is not allowed as an element of contained")
+    return value
+
+
+def _convert(annotation: Any, pending: list[type[FHIRAbstractModel]]) -> Any:
+    """An annotation of fhir.resources with every nested FHIR element type swapped for its generated model."""
+    if isinstance(annotation, type) and issubclass(annotation, FhirBase) and hasattr(annotation, "get_model_klass"):
+        klass = annotation.get_model_klass()
+        if klass.__name__ in {"Resource", "DomainResource"}:
+            return typing.Annotated[annotation, AfterValidator(_not_null)]  # contained: fhir.resources picks
+        pending.append(klass)
+        return typing.ForwardRef(_name(klass))
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return annotation  # a FHIR primitive: the fhir_core type itself
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_convert(a, pending) for a in args)]  # noqa: UP007 - built from a tuple
+    if origin is list:
+        return list[_convert(args[0], pending)]  # type: ignore[misc]
+    return annotation

@@ -1,0 +1,177 @@
+"""The generated validators (cds_service/fhir/fast.py) against fhir.resources R4B itself.
+
+Every resource of a type the service reads, found anywhere in the test fixtures and in ../shared (the
+official R4 examples, Synthea, the CDS Hooks examples, the scenarios), plus systematic mutations of each
+one: dropped elements, wrong JSON types, nulls in lists, unknown elements, two choices of one [x]
+element. For each, both must give the same verdict, and when valid, the same values.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fhir.resources.R4B import get_fhir_model_class
+from pydantic import BaseModel, ValidationError
+
+from cds_service.fhir import parse
+from tests.conftest import FIXTURES, ROOT
+
+SOURCES = [FIXTURES, ROOT / "cds_service" / "console" / "examples", ROOT.parent / "shared"]
+
+
+def resources_in(value: Any) -> Iterator[dict[str, Any]]:
+    """Every object with a resourceType the service reads, at any depth (Bundles, prefetch, contained)."""
+    if isinstance(value, dict):
+        if value.get("resourceType") in parse.READ_TYPES:
+            yield value
+        for item in value.values():
+            yield from resources_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from resources_in(item)
+
+
+def corpus() -> list[dict[str, Any]]:
+    seen: set[str] = set()
+    out = []
+    for base in SOURCES:
+        for path in sorted(base.rglob("*")):
+            if path.suffix not in {".json", ".ndjson", ".jsonl"} or not path.is_file():
+                continue
+            text = path.read_text(encoding="utf-8")
+            docs = [json.loads(line) for line in text.splitlines() if line.strip()] if path.suffix != ".json" \
+                else [json.loads(text)]
+            for resource in (r for doc in docs for r in resources_in(doc)):
+                key = json.dumps(resource, sort_keys=True)
+                if key not in seen:
+                    seen.add(key)
+                    out.append(resource)
+    return out
+
+
+CORPUS = corpus()
+
+
+def plain(value: Any) -> Any:
+    """A model as nested dicts by field name, without unset fields, for comparing two model families."""
+    if isinstance(value, BaseModel):
+        fields = type(value).model_fields
+        return {name: plain(getattr(value, name)) for name in fields
+                if name != "resource_type" and getattr(value, name) is not None}
+    if isinstance(value, list):
+        return [plain(v) for v in value]
+    return value
+
+
+def verdict(data: Any) -> tuple[bool, Any]:
+    rtype = data["resourceType"]
+    try:
+        full = get_fhir_model_class(rtype).model_validate(data)
+    except (ValidationError, ValueError, TypeError):
+        full = None
+    try:
+        fast = parse.models()[rtype].model_validate(data)
+    except ValidationError:
+        fast = None
+    assert (full is None) == (fast is None), (
+        f"fhir.resources says {'invalid' if full is None else 'valid'}, the fast model the opposite"
+    )
+    if full is not None:
+        assert plain(fast) == plain(full)
+    return full is not None, fast
+
+
+def mutations(resource: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Systematic damage to the resource and to its elements one level down."""
+    yield "unknown element", {**resource, "bogus": 1}
+    yield "id a number", {**resource, "id": 42}
+    for key, value in resource.items():
+        if key == "resourceType":
+            continue
+        yield f"without {key}", {k: v for k, v in resource.items() if k != key}
+        for label, bad in wrong_values(value):
+            yield f"{key}: {label}", {**resource, key: bad}
+        if isinstance(value, dict):
+            for inner, inner_value in value.items():
+                for label, bad in wrong_values(inner_value):
+                    yield f"{key}.{inner}: {label}", {**resource, key: {**value, inner: bad}}
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            for inner in list(value[0]):
+                yield f"{key}[0] without {inner}", {**resource, key: [
+                    {k: v for k, v in value[0].items() if k != inner}, *value[1:]]}
+    for prefix in ("medication", "effective", "onset", "abatement", "occurrence", "reported"):
+        present = [k for k in resource if k.startswith(prefix) and k[len(prefix):][:1].isupper()]
+        if present:
+            other = "Period" if not present[0].endswith("Period") else "DateTime"
+            value: Any = {"start": "2020-01-01"} if other == "Period" else "2020-01-01"
+            yield f"two {prefix}[x]", {**resource, f"{prefix}{other}": value}
+
+
+def wrong_values(value: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(value, list):
+        yield "null in list", [*value, None]
+        yield "not a list", value[0] if value else {}
+        yield "empty list", []
+    elif isinstance(value, dict):
+        yield "a list", [value]
+        yield "a string", "x"
+        yield "empty object", {}
+    elif isinstance(value, str):
+        yield "a number", 7
+        yield "an object", {"value": value}
+        yield "empty string", ""
+        yield "padded", f" {value} "
+    elif isinstance(value, bool):
+        yield "a string", "true"
+    elif isinstance(value, int | float):
+        yield "a string", str(value)
+        yield "huge", 10**30
+
+
+def test_the_corpus_holds_every_type_read() -> None:
+    types = {r["resourceType"] for r in CORPUS}
+    assert {"Encounter", "MedicationAdministration", "MedicationRequest", "Condition", "Coverage",
+            "ChargeItem", "Medication"} <= types, types
+    assert len(CORPUS) >= 150
+
+
+@pytest.mark.parametrize("resource", CORPUS, ids=lambda r: f"{r['resourceType']}/{r.get('id', '?')}")
+def test_same_verdict_and_values_as_fhir_resources(resource: dict[str, Any]) -> None:
+    verdict(copy.deepcopy(resource))
+    for _label, mutated in mutations(resource):
+        verdict(copy.deepcopy(mutated))
+
+
+def test_a_resource_type_that_is_not_the_models_is_refused() -> None:
+    admin = next(r for r in CORPUS if r["resourceType"] == "MedicationAdministration")
+    with pytest.raises(ValidationError):
+        parse.models()["MedicationAdministration"].model_validate({**admin, "resourceType": "Patient"})
+
+
+def test_the_history_view_keeps_what_the_frequency_rule_reads() -> None:
+    admin = next(r for r in CORPUS if r["resourceType"] == "MedicationAdministration" and "context" in r)
+    into = parse.Resources()
+    light = parse.validate("x", admin, into, history=True)
+    full = parse.validate("x", admin, into)
+    assert not into.invalid
+    for name in ("id", "status", "medicationCodeableConcept", "medicationReference", "effectiveDateTime",
+                 "effectivePeriod", "context", "subject"):
+        assert plain(getattr(light, name)) == plain(getattr(full, name))
+    assert light.dosage is None and light.meta is None
+
+
+def test_invalid_resources_are_described_by_path_without_their_values() -> None:
+    into = parse.Resources()
+    data = {"resourceType": "MedicationAdministration", "id": "a1", "status": "completed",
+            "subject": {"reference": "Patient/p"}, "effectiveDateTime": "2025-03-04T10:00:00",
+            "medicationCodeableConcept": {"text": "B12", "coding": [None]}, "secret": "123-45-6789"}
+    assert parse.validate("administrations", data, into) is None
+    (problem,) = into.invalid
+    assert problem.resource_type == "MedicationAdministration" and problem.resource_id == "a1"
+    text = " ".join(problem.problems)
+    assert "effectiveDateTime" in text and "secret" in text and "coding" in text
+    assert "123-45-6789" not in text
