@@ -215,7 +215,7 @@ def in_process(config: Path, plan: Plan) -> dict[str, float]:
     from cds_service import service as service_mod
     from cds_service.app import create_app
     from cds_service.fhir import parse, prefetch
-    from cds_service.web.body import depth_exceeds
+    from cds_service.web.body import loads
 
     print("\n1. IN-PROCESS (Flask test client, one thread; ms per request)")
     app = create_app(config)
@@ -266,9 +266,7 @@ def in_process(config: Path, plan: Plan) -> dict[str, float]:
         ) -> float:
             raw = reqs[i % len(reqs)]
             t0 = time.perf_counter()
-            body = json.loads(raw)
-            if depth_exceeds(body, settings.max_json_depth):
-                raise RuntimeError("too deep")
+            body = loads(raw, settings.max_json_depth)
             t1 = time.perf_counter()
             hook_request = protocol.parse_hook_request(body, service, settings.max_cards)
             values, _client = prefetch.resolve(
@@ -279,7 +277,7 @@ def in_process(config: Path, plan: Plan) -> dict[str, float]:
             )
             t2 = time.perf_counter()
             draft = hook_request.context.get("draftOrders") if service.kind == "order-sign" else None
-            resources = parse.read(values, draft)
+            resources = parse.read(values, draft, hook_request.context.get("encounterId"))
             missing = service_mod.unresolved_medications(resources)
             t3 = time.perf_counter()
             visit = facts.build(resources, rt.terms, hook_kind=service.kind,
@@ -330,7 +328,7 @@ def in_process(config: Path, plan: Plan) -> dict[str, float]:
 
 
 STAGES = {
-    "json": "parse: json.loads + depth check",
+    "json": "parse: JSON and depth (web.body.loads)",
     "request": "parse: CDS Hooks request check + prefetch",
     "fhir": "parse: FHIR validation (fhir.parse.read)",
     "facts": "facts (facts.build)",

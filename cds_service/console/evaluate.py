@@ -35,7 +35,7 @@ from cds_service.errors import (
 from cds_service.fhir.client import FhirClient
 from cds_service.runtime import Runtime
 from cds_service.service import Outcome
-from cds_service.web.body import depth_exceeds
+from cds_service.web.body import loads
 
 log = logging.getLogger("cds_service.console")
 
@@ -110,15 +110,7 @@ def parse_body(text: str, rt: Runtime) -> Any:
     """The JSON text as the API would read it: 413 past the size limit, 400 when malformed or too deep."""
     if len(text.encode("utf-8", errors="replace")) > rt.settings.max_body_bytes:
         raise BodyTooLarge("The request body is larger than this service accepts.")
-    try:
-        body = json.loads(text)
-    except RecursionError:
-        raise InvalidHookRequest("The JSON body is nested too deeply.") from None
-    except ValueError:
-        raise InvalidHookRequest("The request body is not valid JSON.") from None
-    if depth_exceeds(body, rt.settings.max_json_depth):
-        raise InvalidHookRequest("The JSON body is nested too deeply.")
-    return body
+    return loads(text.encode("utf-8", errors="surrogatepass"), rt.settings.max_json_depth)
 
 
 def service_for(body: Any, rt: Runtime, chosen: str | None) -> protocol.ServiceDef:

@@ -1,0 +1,56 @@
+"""Reading a JSON body: orjson, and the nesting limit checked on the text itself."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cds_service.errors import InvalidHookRequest
+from cds_service.web.body import loads, nesting_exceeds
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(alphabet='[]{}"\\ab,:\u00e9'),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(alphabet='[]{}"\\ab'), inner, max_size=3),
+    max_leaves=30,
+)
+
+
+def depth(value: Any) -> int:
+    """The nesting of arrays and objects, the plain recursive way."""
+    if isinstance(value, dict):
+        return 1 + max((depth(v) for v in value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max((depth(v) for v in value), default=0)
+    return 0
+
+
+@given(value=JSON, limit=st.integers(0, 12))
+def test_the_text_check_agrees_with_a_walk_of_the_parsed_value(value: Any, limit: int) -> None:
+    raw = json.dumps(value).encode()
+    assert nesting_exceeds(raw, limit) == (depth(value) > limit)
+    assert nesting_exceeds(json.dumps(value, indent=2).encode(), limit) == (depth(value) > limit)
+
+
+@pytest.mark.parametrize("n, limit, too_deep", [(100, 100, False), (101, 100, True), (5000, 100, True)])
+def test_deep_bodies_are_refused_with_the_nesting_message(n: int, limit: int, too_deep: bool) -> None:
+    raw = b"[" * n + b"]" * n
+    if not too_deep:
+        assert loads(raw, limit) is not None
+        return
+    with pytest.raises(InvalidHookRequest, match="nested too deeply"):
+        loads(raw, limit)
+
+
+@pytest.mark.parametrize("raw", [b"{", b'{"a": NaN}', b'{"a": 1e999999}', b'"\\ud800"', b"\xff\xfe{}", b""])
+def test_malformed_json_is_a_clear_400(raw: bytes) -> None:
+    with pytest.raises(InvalidHookRequest, match="not valid JSON"):
+        loads(raw, 100)
+
+
+def test_brackets_inside_strings_do_not_count() -> None:
+    raw = json.dumps({"text": "[[[[[[[[[[ {{{{ \\\" [[[["}).encode()
+    assert loads(raw, 1) == {"text": "[[[[[[[[[[ {{{{ \\\" [[[["}
