@@ -11,8 +11,8 @@ from flask import Request
 from cds_service.errors import BodyTooLarge, InvalidHookRequest, UnsupportedMediaType
 
 DRAIN_CHUNKS = 16  # up to 1 MiB
-STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"')  # a JSON string, escapes included
-NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
+STRING = re.compile(rb'"[^"]*"')  # once escapes are gone and only quotes and brackets are left
 INNERMOST = re.compile(rb"\[\]|\{\}")
 
 
@@ -24,9 +24,11 @@ def is_json(request: Request) -> bool:
 def nesting_exceeds(raw: bytes, limit: int) -> bool:
     """True when the arrays and objects of well-formed JSON text nest deeper than limit.
 
-    Works on the text at C speed: strings are dropped, then the brackets left, a balanced sequence,
-    lose their innermost pairs once per level; more than `limit` rounds means too deep."""
-    brackets = STRING.sub(b"", raw).translate(None, NOT_BRACKETS)
+    Works on the text at C speed: escaped backslashes and quotes go, then everything but quotes and
+    brackets, then the strings; the brackets left, a balanced sequence, lose their innermost pairs once
+    per level, and more than `limit` rounds means too deep."""
+    structure = raw.replace(b"\\\\", b"").replace(b'\\"', b"").translate(None, NOT_STRUCTURE)
+    brackets = STRING.sub(b"", structure.replace(b'""', b""))  # adjacent quotes: empty, or two strings in one
     for _ in range(limit):
         if not brackets:
             return False
