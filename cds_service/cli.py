@@ -1,9 +1,11 @@
-"""The cds-service command: serve, evaluate, check-config, report, db."""
+"""The cds-service command: serve, evaluate, check-config, report, db, audit."""
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,14 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("--until", help="day after the last (UTC)")
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
 
+    audit = commands.add_parser("audit", help="run the rules over a FHIR Bulk Data export; write findings and a report")
+    audit.add_argument("export_dir", help="folder of NDJSON files (*.ndjson, *.ndjson.gz)")
+    audit.add_argument("--out", required=True, help="folder for findings.csv, summary.json and report.html")
+    audit.add_argument("--config")
+    audit.add_argument("--since", help="first encounter start date (local), e.g. 2025-01-01")
+    audit.add_argument("--until", help="last encounter start date (local), inclusive")
+    audit.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: one per core)")
+
     db = commands.add_parser("db", help="the store's schema (Alembic migrations)")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     for name, text in (("upgrade", "migrate the store to the latest revision"), ("current", "print its revision")):
@@ -45,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = {
         "serve": run_serve, "evaluate": run_evaluate, "check-config": run_check_config, "report": run_report,
-        "db": run_db,
+        "db": run_db, "audit": run_audit,
     }[args.command]
     return handler(args)
 
@@ -154,6 +164,36 @@ def run_db(args: argparse.Namespace) -> int:
     finally:
         engine.dispose()
     print(f"{revision or 'none'}{' (head)' if revision == migrations.head() else ''}")
+    return 0
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    from cds_service.audit import job
+
+    try:
+        since, until = (dt.date.fromisoformat(v) if v else None for v in (args.since, args.until))
+    except ValueError:
+        print("--since and --until take ISO dates, e.g. 2025-03-01", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print("--workers must be 1 or more", file=sys.stderr)
+        return 2
+    if not Path(args.export_dir).is_dir():
+        print(f"{args.export_dir}: no such directory", file=sys.stderr)
+        return 2
+    audit = job.AuditJob(Path(args.export_dir), Path(args.out), args.config, since, until, args.workers,
+                         progress=sys.stderr.isatty())
+    try:
+        result = job.run(audit)
+    except (ConfigError, job.EmptyExport) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"cannot write the report: {exc.strerror or exc} ({exc.filename or args.out})", file=sys.stderr)
+        return 2
+    for line in result.summary["skipped"]["lines"][:10]:
+        print(f"skipped {line['file']}:{line['line']}: {line['error']}", file=sys.stderr)
+    print(job.describe(result))
     return 0
 
 

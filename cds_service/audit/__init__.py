@@ -1,0 +1,20 @@
+"""Retrospective audit: the live service's rules over a FHIR Bulk Data export, one encounter at a time.
+
+export.py reads the NDJSON files line by line; partition.py stages them in an on-disk SQLite file keyed
+by patient and hands workers ranges of patients; core.py builds each encounter's prefetch and calls
+`service.evaluate`, the code the live service runs; tally.py keeps the counters of summary.json; job.py
+runs the whole thing; report.py draws report.html. ``audit_patient`` (the pure per-patient step, for
+dask.bag and the like) and ``COLUMNS`` are exposed lazily, so that importing report.py stays light.
+"""
+
+from typing import Any
+
+__all__ = ["COLUMNS", "audit_patient"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from cds_service.audit import core
+
+        return getattr(core, name)
+    raise AttributeError(f"module 'cds_service.audit' has no attribute {name!r}")

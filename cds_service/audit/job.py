@@ -1,0 +1,191 @@
+"""Run an audit: stage the export, audit ranges of patients on N processes, write the report files.
+
+Memory stays bounded: lines go to the staging file in batches, workers read one range of patients at
+a time, rows go to findings.csv as their range finishes, and only counters are kept for summary.json.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import importlib.util
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from cds_service import config as configuration
+from cds_service import rules
+from cds_service.audit import core, export
+from cds_service.audit.findings import COLUMNS
+from cds_service.audit.partition import StagingReader, StagingWriter
+from cds_service.audit.tally import Skip, Tally
+from cds_service.audit.worker import RangeResult, audit_range, close_worker, init_worker
+from cds_service.config import Settings
+from cds_service.errors import ConfigError
+
+RANGES_PER_WORKER = 16  # ranges small enough to balance the workers and move the progress bar
+MAX_RANGE = 200  # patients
+
+
+class EmptyExport(Exception):
+    """The export directory holds no NDJSON file."""
+
+
+@dataclass(frozen=True)
+class AuditJob:
+    export_dir: Path
+    out_dir: Path
+    config: str | None = None  # None: $CDS_SERVICE_CONFIG or config/default.yaml, as the service
+    since: dt.date | None = None
+    until: dt.date | None = None
+    workers: int = 1
+    progress: bool = False  # progress bars with an ETA on stderr
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    summary: dict[str, Any]
+    findings: Path
+    summary_file: Path
+    report: Path | None  # report.html, when cds_service.audit.report is installed
+
+
+def run(job: AuditJob) -> AuditResult:
+    """Audit an export; raises EmptyExport, ConfigError, or OSError for a report that cannot be written."""
+    started = time.perf_counter()
+    settings = checked_settings(job.config)
+    files = export.find_files(job.export_dir, exclude=job.out_dir)
+    if not files:
+        raise EmptyExport(f"{job.export_dir}: no NDJSON files (*.ndjson, *.ndjson.gz)")
+    job.out_dir.mkdir(parents=True, exist_ok=True)
+    tally = Tally([f.relative_to(job.export_dir).as_posix() for f in files])
+    staging = job.out_dir / f".audit-staging-{os.getpid()}.sqlite"
+    findings = job.out_dir / "findings.csv"
+    try:
+        encounters = stage(files, staging, tally, job.progress)
+        with open(findings, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(COLUMNS)
+            for result in audit_ranges(staging, settings.source, job, encounters):
+                writer.writerows([row[c] for c in COLUMNS] for row in result.rows)
+                absorb(tally, result)
+    finally:
+        staging.unlink(missing_ok=True)
+    summary = tally.summary(meta(job, settings, time.perf_counter() - started))
+    summary_file = job.out_dir / "summary.json"
+    summary_file.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    return AuditResult(summary, findings, summary_file, write_report(summary, job.out_dir))
+
+
+def checked_settings(path: str | None) -> Settings:
+    """The configuration, with the same check as runtime.build: every enabled rule exists and has a card."""
+    settings = configuration.load(path)
+    missing = sorted(r for r in settings.enabled_rules() if r not in rules.RULES or r not in core.templates())
+    if missing:
+        raise ConfigError(settings.source, [f"rules/{rule_id}: not implemented yet" for rule_id in missing])
+    return settings
+
+
+def stage(files: list[Path], staging: Path, tally: Tally, progress: bool) -> int:
+    """Read every line once into the staging file; return the number of Encounters staged."""
+    writer = StagingWriter(staging)
+    try:
+        total = sum(f.stat().st_size for f in files)
+        with tqdm(total=total, unit="B", unit_scale=True, desc="reading", disable=not progress) as bar:
+            for index, path in enumerate(files):
+                for number, data in export.lines(path, bar.update):
+                    item = data if isinstance(data, export.Problem) else export.classify(data)
+                    if isinstance(item, export.Problem):
+                        tally.skip(Skip(index, number, item.error))
+                    elif item is not None:
+                        writer.add(item, index, number)
+        return writer.finish()
+    except BaseException:
+        writer.close()
+        raise
+
+
+def audit_ranges(staging: Path, config: str, job: AuditJob, encounters: int) -> Iterator[RangeResult]:
+    """Results range by range, in patient order, whatever the number of workers."""
+    reader = StagingReader(staging)
+    try:
+        ranges = reader.ranges(range_size(reader.patient_count(), job.workers))
+    finally:
+        reader.close()
+    workers = max(1, min(job.workers, len(ranges)))
+    init_args = (str(staging), os.path.abspath(config), job.since, job.until)
+    with tqdm(total=encounters, unit="enc", desc="auditing", disable=not job.progress) as bar:
+        for result in results(ranges, workers, init_args):
+            bar.update(result.seen)
+            yield result
+
+
+def results(ranges: list[tuple[str, str]], workers: int, init_args: tuple[Any, ...]) -> Iterator[RangeResult]:
+    if workers == 1:
+        init_worker(*init_args)
+        try:
+            yield from map(audit_range, ranges)
+        finally:
+            close_worker()
+        return
+    with multiprocessing.get_context("spawn").Pool(workers, init_worker, init_args) as pool:
+        yield from pool.imap(audit_range, ranges)
+
+
+def range_size(patients: int, workers: int) -> int:
+    return max(1, min(MAX_RANGE, patients // (max(1, workers) * RANGES_PER_WORKER)))
+
+
+def absorb(tally: Tally, result: RangeResult) -> None:
+    tally.add_rows(result.rows)
+    tally.encounters += result.encounters
+    tally.patients += result.patients
+    tally.administrations += result.administrations
+    for patient_id, flagged in result.flagged:
+        tally.add_flagged(patient_id, flagged)
+    for skip, shared in result.skips:
+        tally.skip(skip, shared)
+
+
+def meta(job: AuditJob, settings: Settings, seconds: float) -> dict[str, Any]:
+    return {
+        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "export_dir": str(job.export_dir),
+        "config": settings.source,
+        "since": job.since.isoformat() if job.since else None,
+        "until": job.until.isoformat() if job.until else None,
+        "workers": job.workers,
+        "seconds": round(seconds, 3),
+    }
+
+
+def write_report(summary: dict[str, Any], out_dir: Path) -> Path | None:
+    """report.html by the colleague's cds_service.audit.report, when that module is there."""
+    if importlib.util.find_spec("cds_service.audit.report") is None:
+        return None
+    from cds_service.audit import report  # type: ignore[attr-defined,unused-ignore]
+
+    path = out_dir / "report.html"
+    report.write_html(summary, path)
+    return path
+
+
+def describe(result: AuditResult) -> str:
+    """The one paragraph the command prints."""
+    s = result.summary
+    written = ", ".join(p.name for p in (result.findings, result.summary_file, result.report) if p is not None)
+    skipped = s["skipped"]["count"]
+    where = f"; the first {min(skipped, len(s['skipped']['lines']))} are listed in summary.json" if skipped else ""
+    return (
+        f"Audited {s['encounters']:,} encounters of {s['patients']:,} patients ({s['administrations']:,} "
+        f"administrations) in {s['seconds']:.1f} s with {s['workers']} worker{'s' if s['workers'] != 1 else ''}: "
+        f"{s['findings']:,} findings; {skipped:,} lines skipped{where}. "
+        f"Report: {result.findings.parent} ({written})."
+    )
