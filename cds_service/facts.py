@@ -119,9 +119,9 @@ def build(
     encounter_ref = f"Encounter/{encounter_id}" if encounter_id else None
     diagnoses = encounter_diagnoses(resources, encounter_ref)
     kept = [ma for ma in resources.administrations if ma.status != "entered-in-error"]  # RULES: ignored
-    admins = [administration(ma, resources, terms.catalog, tz, diagnoses) for ma in kept]
-    current = tuple(a for a, ma in zip(admins, kept, strict=True) if belongs(ma, encounter_ref, a.date_of_service, dos))
-    history = tuple(a for a in admins if a not in current)
+    mine = {id(ma) for ma in kept if belongs(ma, encounter_ref, local_date(effective(ma), tz), dos)}
+    current = tuple(administration(ma, resources, terms.catalog, tz, diagnoses) for ma in kept if id(ma) in mine)
+    history = tuple(earlier_dose(ma, resources, terms.catalog, tz) for ma in kept if id(ma) not in mine)
     if hook_kind == "order-sign":
         order_dos = dos or dt.date.today()
         current = tuple(order(mr, resources, terms.catalog, order_dos, tz, diagnoses) for mr in resources.orders)
@@ -286,7 +286,7 @@ def administration(
     route, route_coded = route_of(dosage.route if dosage else None, [dosage.text if dosage else None])
     if route is RouteClass.IV_PUSH and is_infusion(ma):
         route = RouteClass.IV_INFUSION
-    when = ma.effectiveDateTime or (ma.effectivePeriod.start if ma.effectivePeriod else None)
+    when = effective(ma)
     dose = dosage.dose if dosage else None
     notes = [n.text for n in ma.note or []] + [dosage.text if dosage else None]
     return Injection(
@@ -309,6 +309,29 @@ def administration(
         patient_supplied=patient_supplied(ma, notes),
         diagnoses=reason_codes(ma, resources) or visit_dx,
     )
+
+
+def earlier_dose(ma: Any, resources: Resources, catalog: DrugCatalog, tz: dt.tzinfo | None) -> Injection:
+    """Another encounter's administration: what the frequency rule reads (drug, status and when)."""
+    concept, med = medication_of(ma, resources)
+    found = identify(concept, med, catalog)
+    when = effective(ma)
+    return Injection(
+        ref=f"MedicationAdministration/{ma.id}",
+        kind="administration",
+        status=ma.status,
+        drug=found.product.drug if found.product else None,
+        drug_coded=found.coded,
+        drug_text=found.text,
+        at=local_time(when, tz),
+        timed=isinstance(when, dt.datetime),
+        date_of_service=local_date(when, tz),
+    )
+
+
+def effective(ma: Any) -> Any:
+    """effectiveDateTime, or the start of effectivePeriod."""
+    return ma.effectiveDateTime or (ma.effectivePeriod.start if ma.effectivePeriod else None)
 
 
 def order(
