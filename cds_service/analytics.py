@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from cds_service.store import cards_issued, feedback
+from cds_service.store import cards_issued, feedback, flush_pending
 
 TOP_REASONS = 3
 
@@ -34,13 +34,22 @@ class RuleStats:
 
 
 def rule_report(engine: Engine, since: dt.datetime | None = None, until: dt.datetime | None = None) -> list[RuleStats]:
-    """Per rule over [since, until): cards issued, feedback by outcome, and the commonest override reasons."""
-    rule = sa.func.coalesce(feedback.c.rule_id, "(unknown card)")
+    """Per rule over [since, until): cards issued, feedback by outcome, and the commonest override reasons.
+
+    Feedback stored before its card's log row was written (the card came from another instance, which writes
+    that log behind) has no rule of its own; it takes the card's rule, found by an outer join.
+    """
+    flush_pending(engine)
+    with_card = feedback.outerjoin(cards_issued, cards_issued.c.card_uuid == feedback.c.card_uuid)
+    rule = sa.func.coalesce(feedback.c.rule_id, cards_issued.c.rule_id, "(unknown card)")
     shown_q = sa.select(cards_issued.c.rule_id, sa.func.count()).group_by(cards_issued.c.rule_id)
-    outcome_q = sa.select(rule, feedback.c.outcome, sa.func.count()).group_by(rule, feedback.c.outcome)
+    outcome_q = (
+        sa.select(rule, feedback.c.outcome, sa.func.count()).select_from(with_card).group_by(rule, feedback.c.outcome)
+    )
     reason = sa.func.coalesce(feedback.c.override_display, feedback.c.override_code, "(no reason given)")
     reasons_q = (
         sa.select(rule, reason, sa.func.count().label("n"))
+        .select_from(with_card)
         .where(feedback.c.outcome == "overridden")
         .group_by(rule, reason)
         .order_by(rule, sa.desc("n"), reason)

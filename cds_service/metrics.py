@@ -50,6 +50,12 @@ FEEDBACK = Counter(
     "Feedback entries newly stored, by rule id (unknown for a card this store did not issue) and outcome.",
     ["rule", "outcome"],
 )
+STORE_WRITE_ERRORS = Counter(
+    "cds_store_write_errors_total",
+    "Failed writes of a batch of the store's logs (cards_issued, evaluations) behind the requests, by table; "
+    "a batch that fails twice is dropped.",
+    ["table"],
+)
 
 
 def observe_request(service: str, endpoint: str, status: int, seconds: float | None) -> None:
@@ -74,6 +80,10 @@ def count_feedback(stored: Iterable[tuple[str | None, str]]) -> None:
     """(rule id or None, outcome) of each feedback entry that was newly stored."""
     for rule, outcome in stored:
         FEEDBACK.labels(rule or UNKNOWN_RULE, outcome).inc()
+
+
+def count_store_write_error(table: str) -> None:
+    STORE_WRITE_ERRORS.labels(table).inc()
 
 
 def exposition() -> tuple[bytes, str]:

@@ -69,6 +69,7 @@ def serve(settings: Settings, *, config_path: str | None, host: str, port: int, 
         "proc_name": "cds-service",
         "control_socket_disable": True,  # several instances on one host would share one socket path
         "child_exit": child_exit,
+        "worker_exit": worker_exit,
     }
     from cds_service.web import logs
 
@@ -105,3 +106,10 @@ def child_exit(_arbiter: Any, worker: Any) -> None:
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)
+
+
+def worker_exit(_arbiter: Any, _worker: Any) -> None:
+    """gunicorn hook, in the worker as it exits: write the store's queued log rows (cards issued, evaluations)."""
+    from cds_service import store
+
+    store.flush_all()

@@ -2,12 +2,24 @@
 
 `metadata` is the one definition of the tables the queries use; the schema itself is made by the Alembic
 migrations in cds_service/migrations, which a test keeps identical to `metadata`.
+
+Feedback and the JWT replay cache are written before the call returns. The two logs written on every hook call
+(cards_issued, evaluations) are written behind: a per-process thread writes what is queued in one transaction per
+table, at most every `flush_interval` seconds, so a hook call never waits on the database. A clean exit flushes the
+queue; a crash (SIGKILL) loses at most the last `flush_interval` of those two logs, never feedback.
 """
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import json
+import logging
+import os
+import queue
+import threading
+import time
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,6 +31,7 @@ from sqlalchemy.engine import Engine, make_url
 from cds_service import metrics, migrations
 from cds_service.protocol import FeedbackEntry
 
+log = logging.getLogger("cds_service.store")
 metadata = sa.MetaData()
 
 cards_issued = sa.Table(
@@ -100,11 +113,163 @@ def make_engine(url: str) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
 
 
+FLUSH_INTERVAL = 0.05  # seconds: the log writer writes at most this often, unless a batch is large or flushed
+BATCH_ROWS = 500  # queued rows that are written at once
+FLUSH_TIMEOUT = 5.0
+
+
+def insert_ignoring_duplicates(engine: Engine, table: sa.Table) -> Any:
+    """INSERT that skips rows a unique constraint already holds, in the engine's dialect."""
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing()
+
+
+class Flush:
+    """A marker in the log queue: `done` is set once every row queued before it is written or dropped."""
+
+    def __init__(self, *, stop: bool = False) -> None:
+        self.done = threading.Event()
+        self.stop = stop  # the writer thread ends after this marker
+
+
+Queued = tuple[sa.Table, list[dict[str, Any]]] | Flush
+starting = threading.Lock()  # guards starting a writer thread, in every store of the process
+
+
+def fresh_start_lock() -> None:
+    global starting
+    starting = threading.Lock()  # a thread of the parent may have held it when the process forked
+
+
+os.register_at_fork(after_in_child=fresh_start_lock)
+
+
+class LogWriter:
+    """The write-behind of one store in this process: one queue and one daemon thread, started on first use."""
+
+    def __init__(self, engine: Engine, flush_interval: float) -> None:
+        self.engine = engine
+        self.flush_interval = flush_interval
+        self.queue: queue.Queue[Queued] = queue.Queue()
+        self.pid = os.getpid()
+        self.thread: threading.Thread | None = None
+
+    def put(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            self.running_queue().put((table, rows))
+
+    def flush(self, timeout: float, *, stop: bool = False) -> bool:
+        """Wait until every row queued before the call is written (or dropped); False on timeout."""
+        if self.thread is None or self.pid != os.getpid():
+            return True  # nothing was queued by this process since the thread last stopped
+        marker = Flush(stop=stop)
+        self.queue.put(marker)
+        return marker.done.wait(timeout)
+
+    def stop(self, timeout: float) -> bool:
+        """Flush, then let the thread end; the next put starts a new one."""
+        with starting:
+            done = self.flush(timeout, stop=True)
+            if done:
+                self.thread = None
+        return done
+
+    def running_queue(self) -> queue.Queue[Queued]:
+        """This process's queue, with its thread started on first use, and again in a forked child."""
+        if self.thread is None or self.pid != os.getpid():
+            with starting:
+                if self.pid != os.getpid():  # a forked child: the parent's rows, thread and connections stay its own
+                    self.engine.dispose(close=False)
+                    self.queue, self.pid, self.thread = queue.Queue(), os.getpid(), None
+                if self.thread is None:
+                    self.thread = threading.Thread(target=self.run, args=(self.queue,), name="store-writer",
+                                                   daemon=True)
+                    self.thread.start()
+        return self.queue
+
+    def run(self, q: queue.Queue[Queued]) -> None:
+        """Write what is queued, one batch at a time, until a stop marker."""
+        last_write = -self.flush_interval
+        while True:
+            batch = [q.get()]
+            due = last_write + self.flush_interval  # in the past after a quiet spell: write at once
+            rows = sum(len(item[1]) for item in batch if not isinstance(item, Flush))
+            while not isinstance(batch[-1], Flush) and rows < BATCH_ROWS:
+                try:
+                    item = q.get(timeout=max(0.0, due - time.monotonic()))
+                except queue.Empty:
+                    break
+                batch.append(item)
+                rows += 0 if isinstance(item, Flush) else len(item[1])
+            self.write(batch)
+            last_write = time.monotonic()
+            end = batch[-1]
+            if isinstance(end, Flush):
+                end.done.set()
+                if end.stop:
+                    return
+
+    def write(self, batch: list[Queued]) -> None:
+        by_table: dict[sa.Table, list[dict[str, Any]]] = {}
+        for item in batch:
+            if not isinstance(item, Flush):
+                by_table.setdefault(item[0], []).extend(item[1])
+        for table, rows in by_table.items():
+            self.write_table(table, rows)
+
+    def write_table(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+        """One transaction; after a second failure the rows are dropped. Never raises: the thread must live on."""
+        for attempt in (1, 2):
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(insert_ignoring_duplicates(self.engine, table), rows)
+                return
+            except Exception as exc:
+                metrics.count_store_write_error(table.name)
+                cause = getattr(exc, "orig", None) or exc  # the driver's message, without statement or parameters
+                log.error(json.dumps({
+                    "event": "store_write_failed",
+                    "table": table.name,
+                    "rows": len(rows),
+                    "attempt": attempt,
+                    "dropped": attempt == 2,
+                    "error": type(exc).__name__,
+                    "detail": str(cause).splitlines()[0][:200] if str(cause) else "",
+                }))
+                if attempt == 1:
+                    time.sleep(self.flush_interval)
+
+
+live_stores: weakref.WeakSet[FeedbackStore] = weakref.WeakSet()
+
+
+def flush_all(timeout: float = FLUSH_TIMEOUT) -> None:
+    """Write what every store of this process has queued: at exit, and from gunicorn's worker_exit."""
+    for store in list(live_stores):
+        store.flush(timeout)
+
+
+def flush_pending(engine: Engine, timeout: float = FLUSH_TIMEOUT) -> None:
+    """Flush the stores writing through this engine: for readers given only the engine (the report)."""
+    for store in list(live_stores):
+        if store.engine is engine:
+            store.flush(timeout)
+
+
+atexit.register(flush_all)
+
+
 class FeedbackStore:
     """Cards issued and feedback received, behind one SQLAlchemy URL."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, flush_interval: float = FLUSH_INTERVAL) -> None:
         self.engine = make_engine(url)
+        self.writer = LogWriter(self.engine, flush_interval)
+        live_stores.add(self)
+
+    def flush(self, timeout: float = FLUSH_TIMEOUT) -> bool:
+        """Block until the log rows queued before the call are written (or dropped); False on timeout."""
+        return self.writer.flush(timeout)
 
     def create_schema(self) -> str:
         """Bring the database to the latest migration (a no-op when it is there); return its revision."""
@@ -128,16 +293,15 @@ class FeedbackStore:
         """Insert the rows no unique constraint already holds; return the `returning` columns of those written."""
         if not rows:
             return []
-        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(table).on_conflict_do_nothing()
+        stmt = insert_ignoring_duplicates(self.engine, table)
         with self.engine.begin() as conn:
             # rowcount is -1 for these inserts under psycopg; take the rows actually written instead.
             return [tuple(row) for row in conn.execute(stmt.returning(*returning), list(rows)).all()]
 
     def record_cards(self, service: str, hook_instance: str, cards: Iterable[Mapping[str, Any]]) -> None:
-        """Remember which rule each card came from, so feedback can be counted per rule."""
+        """Queue which rule each card came from, so feedback can be counted per rule (written behind)."""
         issued_at = now()
-        self._insert_ignoring_duplicates(cards_issued, [
+        self.writer.put(cards_issued, [
             {
                 "card_uuid": card["uuid"],
                 "service": service,
@@ -151,6 +315,7 @@ class FeedbackStore:
     def add_feedback(self, service: str, entries: Sequence[FeedbackEntry]) -> int:
         """Store feedback entries; return how many were new."""
         uuids = {e.card for e in entries}
+        self.flush()  # cards this process issued a moment ago
         with self.engine.connect() as conn:
             rules = dict(conn.execute(
                 sa.select(cards_issued.c.card_uuid, cards_issued.c.rule_id).where(cards_issued.c.card_uuid.in_(uuids))
@@ -185,24 +350,32 @@ class FeedbackStore:
 
     def record_evaluation(self, service: str, hook_instance: str | None, status: int, duration_ms: float,
                           rules: Iterable[str], card_uuids: Iterable[str]) -> None:
-        """Log one service call: which rules fired and which cards went back, never patient data."""
-        with self.engine.begin() as conn:
-            conn.execute(sa.insert(evaluations).values(
-                service=service,
-                hook_instance=hook_instance[:256] if hook_instance is not None else None,
-                evaluated_at=now(),
-                duration_ms=duration_ms,
-                status=status,
-                rules_fired=json.dumps(list(rules)),
-                card_uuids=json.dumps(list(card_uuids)),
-            ))
+        """Queue one service call's log row: which rules fired and which cards went back, never patient data."""
+        self.writer.put(evaluations, [{
+            "service": service,
+            "hook_instance": hook_instance[:256] if hook_instance is not None else None,
+            "evaluated_at": now(),
+            "duration_ms": duration_ms,
+            "status": status,
+            "rules_fired": json.dumps(list(rules)),
+            "card_uuids": json.dumps(list(card_uuids)),
+        }])
 
     def feedback_for(self, card_uuid: str) -> list[dict[str, Any]]:
+        """The feedback on a card; a row stored before its card's log row was written takes the rule from it."""
+        self.flush()
+        rule = sa.func.coalesce(feedback.c.rule_id, cards_issued.c.rule_id).label("rule_id")
+        query = (
+            sa.select(*[c for c in feedback.c if c.name != "rule_id"], rule)
+            .select_from(feedback.outerjoin(cards_issued, cards_issued.c.card_uuid == feedback.c.card_uuid))
+            .where(feedback.c.card_uuid == card_uuid)
+            .order_by(feedback.c.id)
+        )
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                sa.select(feedback).where(feedback.c.card_uuid == card_uuid).order_by(feedback.c.id)
-            ).mappings().all()
+            rows = conn.execute(query).mappings().all()
         return [dict(r) | {"accepted_suggestions": json.loads(r["accepted_suggestions"])} for r in rows]
 
     def dispose(self) -> None:
+        """Write the queued log rows, stop the writer thread and close the connections."""
+        self.writer.stop(FLUSH_TIMEOUT)
         self.engine.dispose()

@@ -69,7 +69,10 @@ def feedback(service_id: str) -> Response:
 
 
 def evaluation_log(service_id: str, status: int, started: float, rules_fired: list[str], card_uuids: list[str]) -> None:
-    """One row in the store's evaluation log; a failure to write it is logged, never the caller's problem."""
+    """Queue one row of the store's evaluation log; it is written behind the answer, which never waits on it.
+
+    A database failure is logged by the store's writer (store_write_failed); this guard is for the queueing.
+    """
     try:
         runtime().store.record_evaluation(
             service_id, g.get("hook_instance"), status, round((time.perf_counter() - started) * 1000, 1),

@@ -248,6 +248,7 @@ def test_one_evaluation_row_per_call_without_patient_data(store_url: str, make_c
         refused = client.post(f"/cds-services/{SERVICE}", json=missing)
         assert refused.status_code == 412
 
+        store.flush()
         first, second = evaluation_rows(store.engine)
         assert (first["service"], first["status"], first["hook_instance"]) == (SERVICE, 200, request["hookInstance"])
         assert json.loads(first["card_uuids"]) == [c["uuid"] for c in cards]
@@ -283,15 +284,19 @@ def test_a_failing_evaluation_log_does_not_change_the_answer(app: Any) -> None:
     with store.engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE evaluations"))
     handler = Collect()
-    logger = logging.getLogger("cds_service.requests")
+    logger = logging.getLogger("cds_service.store")
     logger.addHandler(handler)
     try:
         request = copy.deepcopy(load_scenario("01")["request"])
         response = app.test_client().post(f"/cds-services/{SERVICE}", json=request)
+        assert store.flush()
     finally:
         logger.removeHandler(handler)
     assert response.status_code == 200, response.get_data(as_text=True)[:500]
     assert response.get_json()["cards"]
-    (failed,) = [json.loads(m) for m in handler.messages if "evaluation_log_failed" in m]
-    assert failed["status"] == 200 and failed["error"] == "OperationalError"
+    failed = [json.loads(m) for m in handler.messages if "store_write_failed" in m]
+    assert [(f["table"], f["attempt"], f["dropped"]) for f in failed] == [("evaluations", 1, False),
+                                                                          ("evaluations", 2, True)]
+    assert failed[0]["error"] == "OperationalError"
     assert PATIENT_ID not in json.dumps(failed) and CONDITION_CODE not in json.dumps(failed)
+    assert request["hookInstance"] not in json.dumps(failed)

@@ -138,7 +138,9 @@ def test_accepted_suggestions_round_trip_as_a_list(store: FeedbackStore) -> None
 
 def test_recording_the_same_cards_twice_is_harmless(store: FeedbackStore) -> None:
     store.record_cards(SERVICE, "hi-1", [CARD])
+    store.flush()
     store.record_cards(SERVICE, "hi-1", [CARD])
+    store.flush()
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("select count(*) from cards_issued")).scalar_one() == 1
 

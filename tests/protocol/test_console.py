@@ -67,6 +67,7 @@ def test_every_example_answers_as_the_api_does(client: FlaskClient) -> None:
 def test_console_evaluations_are_not_stored(app: Flask, client: FlaskClient) -> None:
     token = csrf(client)
     client.post("/console", data={"csrf_token": token, "example": "01-happy-im-medicare"})
+    assert app.extensions["cds"].store.flush()
     with app.extensions["cds"].store.engine.connect() as conn:
         assert conn.exec_driver_sql("SELECT count(*) FROM cards_issued").scalar() == 0
 
