@@ -168,6 +168,8 @@ def run_db(args: argparse.Namespace) -> int:
 
 
 def run_audit(args: argparse.Namespace) -> int:
+    from concurrent.futures.process import BrokenProcessPool
+
     from cds_service.audit import job
 
     try:
@@ -188,6 +190,9 @@ def run_audit(args: argparse.Namespace) -> int:
     except (ConfigError, job.EmptyExport) as exc:
         print(exc, file=sys.stderr)
         return 2
+    except BrokenProcessPool:
+        print("a worker process died (killed, or out of memory?); try fewer --workers", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"cannot write the report: {exc.strerror or exc} ({exc.filename or args.out})", file=sys.stderr)
         return 2

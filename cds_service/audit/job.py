@@ -9,11 +9,14 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import importlib.util
+import itertools
 import json
 import multiprocessing
 import os
 import time
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,7 @@ from cds_service.config import Settings
 from cds_service.errors import ConfigError
 
 RANGES_PER_WORKER = 16  # ranges small enough to balance the workers and move the progress bar
+AHEAD = 4  # ranges submitted per worker ahead of the one written: results wait in order, in bounded number
 MAX_RANGE = 200  # patients
 
 
@@ -58,7 +62,8 @@ class AuditResult:
 
 
 def run(job: AuditJob) -> AuditResult:
-    """Audit an export; raises EmptyExport, ConfigError, or OSError for a report that cannot be written."""
+    """Audit an export; raises EmptyExport, ConfigError, OSError for a report that cannot be written, or
+    BrokenProcessPool when a worker process dies (killed, out of memory)."""
     started = time.perf_counter()
     settings = checked_settings(job.config)
     files = export.find_files(job.export_dir, exclude=job.out_dir)
@@ -128,6 +133,7 @@ def audit_ranges(staging: Path, config: str, job: AuditJob, encounters: int) -> 
 
 
 def results(ranges: list[tuple[str, str]], workers: int, init_args: tuple[Any, ...]) -> Iterator[RangeResult]:
+    """Ranges audited in this process (one worker) or in spawned ones, AHEAD per worker in flight at most."""
     if workers == 1:
         init_worker(*init_args)
         try:
@@ -135,8 +141,19 @@ def results(ranges: list[tuple[str, str]], workers: int, init_args: tuple[Any, .
         finally:
             close_worker()
         return
-    with multiprocessing.get_context("spawn").Pool(workers, init_worker, init_args) as pool:
-        yield from pool.imap(audit_range, ranges)
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker, initargs=init_args)
+    try:
+        todo = iter(ranges)
+        pending = deque(pool.submit(audit_range, bounds) for bounds in itertools.islice(todo, AHEAD * workers))
+        while pending:
+            result = pending.popleft().result()
+            pending.extend(pool.submit(audit_range, bounds) for bounds in itertools.islice(todo, 1))
+            yield result
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def range_size(patients: int, workers: int) -> int:
