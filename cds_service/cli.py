@@ -168,6 +168,7 @@ def run_db(args: argparse.Namespace) -> int:
 
 
 def run_audit(args: argparse.Namespace) -> int:
+    import sqlite3
     from concurrent.futures.process import BrokenProcessPool
 
     from cds_service.audit import job
@@ -196,6 +197,12 @@ def run_audit(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"cannot write the report: {exc.strerror or exc} ({exc.filename or args.out})", file=sys.stderr)
         return 2
+    except sqlite3.Error as exc:  # the scratch file in --out: unwritable, or the disk is full
+        print(f"cannot write the audit's scratch file in {args.out}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("audit interrupted; no report written", file=sys.stderr)
+        return 130
     for line in result.summary["skipped"]["lines"][:10]:
         print(f"skipped {line['file']}:{line['line']}: {line['error']}", file=sys.stderr)
     print(job.describe(result))

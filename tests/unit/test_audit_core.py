@@ -11,7 +11,7 @@ import pytest
 
 from cds_service import config
 from cds_service.audit import COLUMNS, audit_patient
-from cds_service.audit.core import Chart, chart_of, prefetch
+from cds_service.audit.chart import Chart, chart_of, prefetch
 from cds_service.config import Settings
 from tests.conftest import DEFAULT_CONFIG
 
