@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from cds_service.audit import core
 from cds_service.cli import main
 from tests.conftest import DEFAULT_CONFIG, ROOT
 from tests.e2e.conftest import new_session, run_cli, start_server
@@ -126,6 +127,7 @@ def discharge_request(patient: str, chart: dict[str, list[dict[str, Any]]], enc:
                                if c["context"]["reference"] == f"Encounter/{eid}"]),
             "coverage": bundle(coverages),
         },
+        # The audit keeps every card; a live call without options cuts at hooks.max_cards (20).
         "extension": {"injection-billing.configuration": {"max-cards": 1000}},
     }
 
@@ -306,3 +308,34 @@ def test_a_file_that_is_not_gzip_is_a_skipped_line_not_a_traceback(tmp_path: Pat
     assert lines[0]["error"] == "Coverage without a Patient reference in beneficiary"
     assert lines[1]["error"] == "not UTF-8 text"
     assert lines[2]["error"] == "the file cannot be read past this line: BadGzipFile"
+
+
+def test_a_patient_whose_audit_fails_is_reported_and_the_others_are_audited(
+    small_export: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    audit(small_export, tmp_path / "before", "--workers", "1")
+    victim = findings(tmp_path / "before")[0]["patient_id"]
+    real = core.audit
+
+    def failing(resources: list[dict[str, Any]], *args: Any, **kwargs: Any) -> core.PatientAudit:
+        if any(r.get("subject", {}).get("reference") == f"Patient/{victim}" for r in resources):
+            raise RuntimeError("a rule tripped over this chart")
+        return real(resources, *args, **kwargs)
+
+    monkeypatch.setattr(core, "audit", failing)
+    summary = audit(small_export, tmp_path / "after", "--workers", "1")  # one worker: this process
+    assert summary["skipped"]["count"] == 1
+    assert summary["skipped"]["lines"][0]["error"] == "this patient could not be audited: RuntimeError"
+    assert findings(tmp_path / "after") == [r for r in findings(tmp_path / "before") if r["patient_id"] != victim]
+
+
+def test_the_generator_writes_the_same_bytes_for_the_same_seed(tmp_path: Path) -> None:
+    first = make_export(tmp_path / "one", 120, "--seed", "4", "--gzip", "--split", "2")
+    second = make_export(tmp_path / "two", 120, "--seed", "4", "--gzip", "--split", "2")
+    other = make_export(tmp_path / "three", 120, "--seed", "5", "--gzip", "--split", "2")
+    names = sorted(p.name for p in first.iterdir())
+    assert names == sorted(p.name for p in second.iterdir())
+    assert all((first / n).read_bytes() == (second / n).read_bytes() for n in names)
+    assert (first / "Encounter.ndjson.gz").read_bytes() != (other / "Encounter.ndjson.gz").read_bytes()
+    encounters = [line for n in names if n.startswith("Encounter") for line in gzip.open(first / n).readlines()]
+    assert len(encounters) == 120
