@@ -7,6 +7,7 @@ the frequency rule reads (drug, status, date, links) are validated and kept; see
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -67,6 +68,7 @@ def entries(value: Mapping[str, Any]) -> Iterator[tuple[str | None, Any]]:
             yield entry.get("fullUrl"), entry.get("resource")
 
 
+@functools.cache
 def models() -> dict[str, type[FastModel]]:
     """The generated model of each type read, built on first call (about 0.3 s): apps call it at start."""
     return {rtype: model_for(get_fhir_model_class(rtype)) for rtype in sorted(READ_TYPES)}
