@@ -1,10 +1,10 @@
 """The floor: a bare Flask app that only parses the request body with orjson and returns a static card.
 
-Served by benchmarks/run.py under gunicorn with the service's own options (2 workers, gthread, 4 threads,
+Served by benchmarks/run.py under gunicorn with the service's own options (2 workers, gthread, server.threads threads,
 keep-alive 5 s; see cds_service/server.py), so that the ratio project/floor measures what the service adds
 on top of Flask, gunicorn and reading the JSON body.
 
-    .venv/bin/gunicorn --chdir benchmarks -w 2 -k gthread --threads 4 --keep-alive 5 -b 127.0.0.1:8090 floor_app:app
+    .venv/bin/gunicorn --chdir benchmarks -w 2 -k gthread --threads 2 --keep-alive 5 -b 127.0.0.1:8090 floor_app:app
 """
 
 from __future__ import annotations

@@ -45,6 +45,8 @@ sys.path.insert(0, str(HERE))
 import payloads  # noqa: E402
 
 BIN = Path(sys.executable).parent
+# The floor runs with the service's own threads per worker (config/default.yaml, server.threads).
+THREADS = int(yaml.safe_load((ROOT / "config" / "default.yaml").read_text(encoding="utf-8"))["server"]["threads"])
 HISTORIES = (1, 10, 100, 1000)
 CONNECTIONS = (16, 64)
 N_BODIES = 200
@@ -430,7 +432,7 @@ def service_server(config: Path, port: int, log: Path) -> Server:
 
 def floor_server(port: int, log: Path) -> Server:
     argv = [str(BIN / "gunicorn"), "--chdir", str(HERE), "--bind", f"127.0.0.1:{port}", "--workers", "2",
-            "--worker-class", "gthread", "--threads", "4", "--timeout", "30", "--graceful-timeout", "10",
+            "--worker-class", "gthread", "--threads", str(THREADS), "--timeout", "30", "--graceful-timeout", "10",
             "--keep-alive", "5", "--error-logfile", "-", "--log-level", "warning", "--name", "cds-floor",
             "floor_app:app"]
     return Server("floor", argv, port, log)
@@ -490,7 +492,7 @@ def run_wrk(url: str, connections: int, seconds: float, bodies_file: Path, serve
 
 def http(config: Path, work: Path, plan: Plan) -> dict[str, Any]:
     print(f"\n2. OVER HTTP (wrk -t2, {plan.wrk_seconds} s per run, {N_BODIES} distinct typical requests rotated; "
-          "2 gunicorn workers each, gthread x4)")
+          f"2 gunicorn workers each, gthread x{THREADS})")
     if shutil.which("wrk") is None:
         print(f"   skipped: wrk is not installed. Install it with: {INSTALL_WRK}")
         return {"memory": ["\n4. MEMORY\n   skipped: it is read after the HTTP load, which needs wrk"]}

@@ -154,7 +154,7 @@ def build(data: Mapping[str, Any], source: str) -> Settings:
         host=server.get("host", "127.0.0.1"),
         port=server.get("port", 8080),
         workers=server.get("workers", 2),
-        threads=server.get("threads", 4),
+        threads=server.get("threads", 2),
         timeout_seconds=server.get("timeout_seconds", 30),
         max_body_bytes=server.get("max_body_bytes", 5 * 1024 * 1024),
         max_json_depth=server.get("max_json_depth", 100),
