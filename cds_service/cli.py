@@ -46,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("--since", help="first encounter start date (local), e.g. 2025-01-01")
     audit.add_argument("--until", help="last encounter start date (local), inclusive")
     audit.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (default: one per core)")
+    audit.add_argument("--engine", choices=["local", "dask"], default="local",
+                       help="local: processes on this machine; dask: a Dask cluster (the dask extra)")
+    audit.add_argument("--scheduler", help="with --engine dask: a running scheduler, e.g. tcp://host:8786 "
+                       "(default: a LocalCluster of --workers processes)")
 
     db = commands.add_parser("db", help="the store's schema (Alembic migrations)")
     db_commands = db.add_subparsers(dest="db_command", required=True)
@@ -184,11 +188,22 @@ def run_audit(args: argparse.Namespace) -> int:
     if not Path(args.export_dir).is_dir():
         print(f"{args.export_dir}: no such directory", file=sys.stderr)
         return 2
+    if args.scheduler and args.engine != "dask":
+        print("--scheduler goes with --engine dask", file=sys.stderr)
+        return 2
     audit = job.AuditJob(Path(args.export_dir), Path(args.out), args.config, since, until, args.workers,
-                         progress=sys.stderr.isatty())
+                         progress=sys.stderr.isatty(), engine=args.engine, scheduler=args.scheduler)
     try:
         result = job.run(audit)
     except (ConfigError, job.EmptyExport) as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if args.engine != "dask" or exc.name is None or exc.name.split(".")[0] not in ("dask", "distributed"):
+            raise
+        print("--engine dask needs Dask: pip install 'cds-service[dask]'", file=sys.stderr)
+        return 2
+    except job.ClusterUnavailable as exc:
         print(exc, file=sys.stderr)
         return 2
     except BrokenProcessPool:

@@ -42,6 +42,10 @@ class EmptyExport(Exception):
     """The export directory holds no NDJSON file."""
 
 
+class ClusterUnavailable(Exception):
+    """The Dask scheduler given for --engine dask cannot be reached."""
+
+
 @dataclass(frozen=True)
 class AuditJob:
     export_dir: Path
@@ -51,6 +55,8 @@ class AuditJob:
     until: dt.date | None = None
     workers: int = 1
     progress: bool = False  # progress bars with an ETA on stderr
+    engine: str = "local"  # or "dask": dask_path.py, on a LocalCluster of `workers` processes or at `scheduler`
+    scheduler: str | None = None  # a Dask scheduler's address, e.g. tcp://10.0.0.5:8786
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,10 @@ class AuditResult:
 def run(job: AuditJob) -> AuditResult:
     """Audit an export; raises EmptyExport, ConfigError, OSError for a report that cannot be written, or
     BrokenProcessPool when a worker process dies (killed, out of memory)."""
+    if job.engine == "dask":
+        from cds_service.audit import dask_path  # needs the dask extra: pip install 'cds-service[dask]'
+
+        return dask_path.run(job)
     started = time.perf_counter()
     settings = checked_settings(job.config)
     files = export.find_files(job.export_dir, exclude=job.out_dir)

@@ -1,0 +1,77 @@
+"""The report.html of a real `cds-service audit` run, on a generated export, in headless Chromium.
+
+No console error, no page error, no failed request and no request but the file; the tables say what
+summary.json says. A full-page screenshot goes to tests/artifacts/audit-report-real.png (ignored by git).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import run_cli
+from tests.e2e.test_audit_report_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.integration.test_audit import make_export
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    if not CHROMIUM.exists():
+        pytest.fail("These tests need Debian's chromium at /usr/bin/chromium: apt-get install -y chromium "
+                    "(`make test` installs it).")
+    with playwright_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def audited(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The report folder of `cds-service audit` over a 300-encounter export, run as a process."""
+    export = make_export(tmp_path_factory.mktemp("export") / "export", 300, "--seed", "21")
+    out = tmp_path_factory.mktemp("audit") / "report"
+    done = run_cli("audit", str(export), "--out", str(out), "--workers", "2", timeout=120)
+    assert done.returncode == 0, done.stderr
+    return out
+
+
+def test_the_report_of_a_real_run_opens_without_errors_and_matches_summary_json(chromium: Any, audited: Path) -> None:
+    summary = json.loads((audited / "summary.json").read_text())
+    with open(audited / "findings.csv", newline="", encoding="utf-8") as fh:
+        assert summary["findings"] == sum(1 for _ in csv.DictReader(fh)) > 500
+    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors: list[str] = []
+    outside: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("requestfailed", lambda req: errors.append(f"request failed: {req.url} {req.failure}"))
+    page.on("request", lambda req: outside.append(req.url) if req.url != (audited / "report.html").as_uri() else None)
+    try:
+        page.goto((audited / "report.html").as_uri(), wait_until="load")
+        page.wait_for_timeout(300)  # time for a late request to show up, were there one
+
+        rows = page.locator("#rule-table tbody tr")
+        shown = {row.locator("td").nth(0).inner_text(): int(row.locator("td").nth(3).inner_text().replace(",", ""))
+                 for row in rows.all()}
+        assert shown == {rule: r["count"] for rule, r in summary["by_rule"].items()}
+        assert len(shown) >= 8
+        total = page.locator("#rule-table tfoot td.num").first.inner_text()
+        assert int(total.replace(",", "")) == summary["findings"]
+        assert page.locator("#month-table tbody tr th").all_inner_texts() == list(summary["by_month"])
+        assert page.locator("#rule-chart g.bar").count() == len(summary["by_rule"])
+        assert page.locator("#encounter-table tbody tr").count() == len(summary["top_encounters"]) == 20
+
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "audit-report-real.png"), full_page=True)
+    finally:
+        context.close()
+    assert errors == [], f"browser errors: {errors}"
+    assert outside == [], f"requests to anything but the file: {outside}"
