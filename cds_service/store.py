@@ -114,7 +114,7 @@ def make_engine(url: str) -> Engine:
 
 
 FLUSH_INTERVAL = 0.05  # seconds: the log writer writes at most this often, unless a batch is large or flushed
-BATCH_ROWS = 500  # queued rows that are written at once
+BATCH_ITEMS = 200  # queued calls (each a few rows) that are written at once
 FLUSH_TIMEOUT = 5.0
 
 
@@ -153,10 +153,14 @@ class LogWriter:
         self.queue: queue.Queue[Queued] = queue.Queue()
         self.pid = os.getpid()
         self.thread: threading.Thread | None = None
+        self.wake = threading.Event()  # a flush, or a queue long enough to write at once
 
     def put(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
         if rows:
-            self.running_queue().put((table, rows))
+            q = self.running_queue()
+            q.put((table, rows))
+            if q.qsize() >= BATCH_ITEMS:
+                self.wake.set()
 
     def flush(self, timeout: float, *, stop: bool = False) -> bool:
         """Wait until every row queued before the call is written (or dropped); False on timeout."""
@@ -164,6 +168,7 @@ class LogWriter:
             return True  # nothing was queued by this process since the thread last stopped
         marker = Flush(stop=stop)
         self.queue.put(marker)
+        self.wake.set()
         return marker.done.wait(timeout)
 
     def stop(self, timeout: float) -> bool:
@@ -181,6 +186,7 @@ class LogWriter:
                 if self.pid != os.getpid():  # a forked child: the parent's rows, thread and connections stay its own
                     self.engine.dispose(close=False)
                     self.queue, self.pid, self.thread = queue.Queue(), os.getpid(), None
+                    self.wake = threading.Event()
                 if self.thread is None:
                     self.thread = threading.Thread(target=self.run, args=(self.queue,), name="store-writer",
                                                    daemon=True)
@@ -188,26 +194,28 @@ class LogWriter:
         return self.queue
 
     def run(self, q: queue.Queue[Queued]) -> None:
-        """Write what is queued, one batch at a time, until a stop marker."""
+        """Write what is queued, one batch at a time, until a stop marker.
+
+        The thread sleeps on the queue only when it is empty: while rows gather for the next batch it
+        waits on `wake` (a flush or a full queue), so a request's put does not wake it each time."""
         last_write = -self.flush_interval
         while True:
             batch = [q.get()]
             due = last_write + self.flush_interval  # in the past after a quiet spell: write at once
-            rows = sum(len(item[1]) for item in batch if not isinstance(item, Flush))
-            while not isinstance(batch[-1], Flush) and rows < BATCH_ROWS:
+            if not isinstance(batch[0], Flush) and self.wake.wait(max(0.0, due - time.monotonic())):
+                self.wake.clear()
+            while True:
                 try:
-                    item = q.get(timeout=max(0.0, due - time.monotonic()))
+                    batch.append(q.get_nowait())
                 except queue.Empty:
                     break
-                batch.append(item)
-                rows += 0 if isinstance(item, Flush) else len(item[1])
             self.write(batch)
             last_write = time.monotonic()
-            end = batch[-1]
-            if isinstance(end, Flush):
-                end.done.set()
-                if end.stop:
-                    return
+            markers = [item for item in batch if isinstance(item, Flush)]
+            for marker in markers:
+                marker.done.set()
+            if any(marker.stop for marker in markers):
+                return
 
     def write(self, batch: list[Queued]) -> None:
         by_table: dict[sa.Table, list[dict[str, Any]]] = {}
