@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -280,31 +280,23 @@ def strength_per_ml(med: Any) -> Quantity | None:
 def administration(
     ma: Any, resources: Resources, catalog: DrugCatalog, tz: dt.tzinfo | None, visit_dx: tuple[str, ...]
 ) -> Injection:
+    """This visit's administration: everything billing and documentation rules read."""
     concept, med = medication_of(ma, resources)
     found = identify(concept, med, catalog)
     dosage = ma.dosage
     route, route_coded = route_of(dosage.route if dosage else None, [dosage.text if dosage else None])
     if route is RouteClass.IV_PUSH and is_infusion(ma):
         route = RouteClass.IV_INFUSION
-    when = effective(ma)
     dose = dosage.dose if dosage else None
     notes = [n.text for n in ma.note or []] + [dosage.text if dosage else None]
-    return Injection(
-        ref=f"MedicationAdministration/{ma.id}",
-        kind="administration",
-        status=ma.status,
-        drug=found.product.drug if found.product else None,
-        drug_coded=found.coded,
-        drug_text=found.text,
+    return replace(
+        given(ma, found, tz),
         ndc=found.ndc,
         container=container_of(found.product),
         route=route,
         route_coded=route_coded,
         dose=to_billing_unit(dose, found.product, med),
         dose_documented=dose is not None and dose.value is not None,
-        at=local_time(when, tz),
-        timed=isinstance(when, dt.datetime),
-        date_of_service=local_date(when, tz),
         performer=bool(ma.performer),
         patient_supplied=patient_supplied(ma, notes),
         diagnoses=reason_codes(ma, resources) or visit_dx,
@@ -314,7 +306,11 @@ def administration(
 def earlier_dose(ma: Any, resources: Resources, catalog: DrugCatalog, tz: dt.tzinfo | None) -> Injection:
     """Another encounter's administration: what the frequency rule reads (drug, status and when)."""
     concept, med = medication_of(ma, resources)
-    found = identify(concept, med, catalog)
+    return given(ma, identify(concept, med, catalog), tz)
+
+
+def given(ma: Any, found: Identified, tz: dt.tzinfo | None) -> Injection:
+    """An administration's drug, status and time: what every administration's Injection carries."""
     when = effective(ma)
     return Injection(
         ref=f"MedicationAdministration/{ma.id}",
