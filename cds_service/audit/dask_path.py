@@ -271,7 +271,7 @@ def client_for(job: local.AuditJob) -> Iterator[Client]:
         with client:
             yield client
         return
-    with LocalCluster(n_workers=job.workers, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=job.workers, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=logging.ERROR) as cluster, Client(cluster) as client:
         yield client
 
