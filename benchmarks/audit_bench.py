@@ -58,7 +58,7 @@ def export_for(encounters: int, keep: Path | None, scratch: Path) -> Path:
     """The export of N encounters: made once in --keep's folder and reused there, else in scratch."""
     folder = (keep or scratch) / "export"
     stamp = folder / ".encounters"
-    if keep and stamp.is_file() and stamp.read_text() == str(encounters):
+    if keep and stamp.is_file() and stamp.read_text().strip() == str(encounters):
         return folder
     shutil.rmtree(folder, ignore_errors=True)
     started = time.perf_counter()

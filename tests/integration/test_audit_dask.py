@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +37,7 @@ def export_300(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def scheduler() -> Iterator[str]:
     """The address of a LocalCluster of two worker processes, closed after the module."""
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  silence_logs=50) as cluster:
+                                  silence_logs=logging.CRITICAL) as cluster:
         yield cluster.scheduler_address
 
 
