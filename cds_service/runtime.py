@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,12 +59,11 @@ def build(settings: Settings, store: FeedbackStore, templates: dict[str, CardTem
             store=store,
         )
     parse.models()  # generate the FHIR validators now rather than on the first hook call
-    indicators = {rule_id: r.indicator for rule_id, r in settings.rules.items() if r.indicator}
     return Runtime(
         settings=settings,
         terms=terms_of(settings),
         store=store,
-        renderer=CardRenderer(templates, indicators),
+        renderer=renderer_of(settings, templates),
         services=protocol.services(settings.close_hook),
         make_fhir_client=fhir_client_factory(settings),
         verifier=verifier,
@@ -82,6 +82,12 @@ def fhir_client_factory(settings: Settings) -> ClientFactory:
         )
 
     return make
+
+
+def renderer_of(settings: Settings, templates: Mapping[str, CardTemplate]) -> CardRenderer:
+    """The card renderer: the templates, with the indicators the configuration sets per rule."""
+    indicators = {rule_id: r.indicator for rule_id, r in settings.rules.items() if r.indicator}
+    return CardRenderer(templates, indicators)
 
 
 def terms_of(settings: Settings) -> Terms:

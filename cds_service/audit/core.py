@@ -124,9 +124,8 @@ def templates() -> dict[str, CardTemplate]:
 
 def engine_of(settings: Settings) -> Engine:
     """Terms and card renderer as runtime.build makes them for the live service."""
-    indicators = {rule_id: r.indicator for rule_id, r in settings.rules.items() if r.indicator}
     groups = {rule_id: group for group, ids in rules.GROUPS.items() for rule_id in ids}
-    return Engine(settings, runtime.terms_of(settings), CardRenderer(templates(), indicators), groups)
+    return Engine(settings, runtime.terms_of(settings), runtime.renderer_of(settings, templates()), groups)
 
 
 _engines: dict[int, tuple[Settings, Engine]] = {}
