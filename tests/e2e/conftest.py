@@ -23,6 +23,9 @@ CLI = Path(sys.executable).parent / "cds-service"
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 MAX_BODY_BYTES = 65536
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's: Playwright never downloads a browser here
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+ARTIFACTS = ROOT / "tests" / "artifacts"  # screenshots, ignored by git
 
 
 def write_config(path: Path, db: Path, overrides: dict[str, Any] | None = None) -> Path:
@@ -151,3 +154,16 @@ def fresh_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     yield start
     for srv in started:
         srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Debian chromium driven by Playwright, one per test module."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    if not CHROMIUM.exists():
+        pytest.fail("These tests need Debian's chromium at /usr/bin/chromium: apt-get install -y chromium "
+                    "(`make test` installs it).")
+    with playwright_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

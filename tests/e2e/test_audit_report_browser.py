@@ -6,20 +6,16 @@ tests/artifacts/audit-report.png (ignored by git).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from cds_service.audit.report import write_html
-from tests.conftest import ROOT
+from tests.e2e.conftest import ARTIFACTS
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-ARTIFACTS = ROOT / "tests" / "artifacts"
 RULES = {
     "admin-96372": ("billing", "info", 4210),
     "drug-waste-modifier": ("billing", "warning", 1873),
@@ -62,16 +58,6 @@ def realistic_summary() -> dict[str, Any]:
         ]},
     }
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail("These tests need Debian's chromium at /usr/bin/chromium: apt-get install -y chromium "
-                    "(`make test` installs it).")
-    with playwright_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 def test_report_opens_offline_without_errors_and_shows_tables_and_charts(browser: Any, tmp_path: Path) -> None:

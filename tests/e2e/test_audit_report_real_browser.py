@@ -8,28 +8,16 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import run_cli
-from tests.e2e.test_audit_report_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.e2e.conftest import ARTIFACTS, run_cli
 from tests.integration.test_audit import make_export
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail("These tests need Debian's chromium at /usr/bin/chromium: apt-get install -y chromium "
-                    "(`make test` installs it).")
-    with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +30,11 @@ def audited(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def test_the_report_of_a_real_run_opens_without_errors_and_matches_summary_json(chromium: Any, audited: Path) -> None:
+def test_the_report_of_a_real_run_opens_without_errors_and_matches_summary_json(browser: Any, audited: Path) -> None:
     summary = json.loads((audited / "summary.json").read_text())
     with open(audited / "findings.csv", newline="", encoding="utf-8") as fh:
         assert summary["findings"] == sum(1 for _ in csv.DictReader(fh)) > 500
-    context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
     page = context.new_page()
     errors: list[str] = []
     outside: list[str] = []

@@ -18,14 +18,11 @@ import pytest
 import yaml
 
 from tests.conftest import DEFAULT_CONFIG, ROOT, suggested_charges
-from tests.e2e.conftest import Server, new_session, start_server
+from tests.e2e.conftest import ARTIFACTS, Server, new_session, start_server
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 EXAMPLES = ROOT / "cds_service" / "console" / "examples"
-ARTIFACTS = ROOT / "tests" / "artifacts"
 TOKEN = "console-" + uuid.uuid4().hex
 XSS_TEXT = '<img src=x onerror="window.pwned=1;alert(1)"><script>window.pwned=2;alert(2)</script>'
 
@@ -53,16 +50,6 @@ def console_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]
     yield srv
     srv.stop()
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        pytest.fail("These tests need Debian's chromium at /usr/bin/chromium: apt-get install -y chromium "
-                    "(`make test` installs it).")
-    with playwright_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 class Watched:
