@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -40,7 +40,7 @@ from cds_service.audit import job as local
 from cds_service.audit.findings import COLUMNS
 from cds_service.audit.partition import Stored
 from cds_service.audit.tally import Skip, Tally
-from cds_service.audit.worker import RangeResult, checked
+from cds_service.audit.worker import CheckedMedications, RangeResult, checked
 
 BLOCKSIZE = 64 * 2**20  # bytes of a plain NDJSON file per partition
 PARTITIONS_PER_WORKER = 16  # partitions of patients: small enough to balance the workers
@@ -156,29 +156,18 @@ def index_of(merged: Any) -> Index:
 
 # --- auditing: one task per partition of patients -----------------------------------------------------
 
-class IndexedMedications(Mapping[str, Mapping[str, Any]]):
-    """`Medication/<id>` -> valid Medication JSON, checked when first read; an invalid one is a skip."""
+class IndexedMedications(CheckedMedications):
+    """The Medications the index found, the first of each id."""
 
     def __init__(self, index: Index) -> None:
+        super().__init__()
         self.index = index
-        self.cache: dict[str, Mapping[str, Any] | None] = {}
-        self.skips: list[Skip] = []
 
-    def __getitem__(self, key: str) -> Mapping[str, Any]:
-        if key not in self.cache:
-            medication_id = key.removeprefix("Medication/") if key.startswith("Medication/") else None
-            stored = self.index.medications.get(medication_id) if medication_id else None
-            self.cache[key] = checked(stored, self.skips) if stored else None
-        found = self.cache[key]
-        if found is None:
-            raise KeyError(key)
-        return found
+    def stored(self, medication_id: str) -> Stored | None:
+        return self.index.medications.get(medication_id)
 
-    def __iter__(self) -> Iterator[str]:
-        return (f"Medication/{medication_id}" for medication_id in self.index.medications)
-
-    def __len__(self) -> int:
-        return len(self.index.medications)
+    def ids(self) -> Iterator[str]:
+        return iter(self.index.medications)
 
 
 def audit_partition(

@@ -30,19 +30,26 @@ class RangeResult:
     skips: list[tuple[Skip, bool]] = field(default_factory=list)  # (skip, shared line)
 
 
-class StagedMedications(Mapping[str, Mapping[str, Any]]):
-    """`Medication/<id>` -> valid Medication JSON, read from the staging file; an invalid one is a skip."""
+class CheckedMedications(Mapping[str, Mapping[str, Any]]):
+    """`Medication/<id>` -> valid Medication JSON, checked when first read; an invalid one is a skip.
 
-    def __init__(self, reader: StagingReader) -> None:
-        self.reader = reader
+    Subclasses say where a Medication is kept (`stored`) and which there are (`ids`)."""
+
+    def __init__(self) -> None:
         self.cache: dict[str, Mapping[str, Any] | None] = {}
         self.skips: list[Skip] = []
+
+    def stored(self, medication_id: str) -> Stored | None:
+        raise NotImplementedError
+
+    def ids(self) -> Iterator[str]:
+        raise NotImplementedError
 
     def __getitem__(self, key: str) -> Mapping[str, Any]:
         if key not in self.cache:
             if len(self.cache) >= MEDICATION_CACHE:
                 self.cache.clear()
-            stored = self.reader.medication(key.split("/", 1)[1]) if key.startswith("Medication/") else None
+            stored = self.stored(key.split("/", 1)[1]) if key.startswith("Medication/") else None
             self.cache[key] = checked(stored, self.skips) if stored else None
         found = self.cache[key]
         if found is None:
@@ -50,11 +57,24 @@ class StagedMedications(Mapping[str, Mapping[str, Any]]):
         return found
 
     def __iter__(self) -> Iterator[str]:
-        return (f"Medication/{row[0]}" for row in self.reader.conn.execute("SELECT id FROM medications"))
+        return (f"Medication/{medication_id}" for medication_id in self.ids())
 
     def __len__(self) -> int:
-        (count,) = self.reader.conn.execute("SELECT count(*) FROM medications").fetchone()
-        return int(count)
+        return sum(1 for _ in self.ids())
+
+
+class StagedMedications(CheckedMedications):
+    """The Medications of the staging file."""
+
+    def __init__(self, reader: StagingReader) -> None:
+        super().__init__()
+        self.reader = reader
+
+    def stored(self, medication_id: str) -> Stored | None:
+        return self.reader.medication(medication_id)
+
+    def ids(self) -> Iterator[str]:
+        return (row[0] for row in self.reader.conn.execute("SELECT id FROM medications"))
 
 
 @dataclass
