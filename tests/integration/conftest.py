@@ -19,9 +19,22 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from cds_service import create_app
+from cds_service.store import FeedbackStore
 
 STARTUP_TIMEOUT = 30.0
 FHIR_JSON = "application/fhir+json"
+
+
+# --- a store on SQLite and on PostgreSQL (store_url is parametrised in tests/conftest.py) ------
+
+@pytest.fixture
+def store(store_url: str) -> Iterator[FeedbackStore]:
+    s = FeedbackStore(store_url)
+    try:
+        s.create_schema()
+        yield s
+    finally:
+        s.dispose()
 
 
 # --- pytest-httpserver: listen on 127.0.0.1 only (its default host is "localhost") ------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +22,6 @@ CARD = {"uuid": "card-0001", "source": {"topic": {"code": "admin-96372"}}}
 REASON = {"system": "https://injection-billing.org/fhir/CodeSystem/override-reason", "code": "already-billed",
           "display": "Already billed on another charge or claim"}
 
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[FeedbackStore]:
-    s = FeedbackStore(store_url)
-    try:
-        s.create_schema()
-        yield s
-    finally:
-        s.dispose()
 
 
 def entry(card: str = "card-0001", outcome: str = "overridden", ts: str = "2026-11-27T00:17:15.033Z",

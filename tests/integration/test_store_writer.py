@@ -7,7 +7,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -22,15 +21,6 @@ from cds_service.store import FeedbackStore, metadata
 SERVICE = "injection-billing-encounter-discharge"
 CALLS, THREADS, CARDS_PER_CALL = 1000, 8, 3
 
-
-@pytest.fixture
-def store(store_url: str) -> Iterator[FeedbackStore]:
-    s = FeedbackStore(store_url)
-    try:
-        s.create_schema()
-        yield s
-    finally:
-        s.dispose()
 
 
 def card(uuid: str, rule: str = "admin-96372") -> dict[str, Any]:
