@@ -133,7 +133,7 @@ class Flush:
 
 
 Queued = tuple[sa.Table, list[dict[str, Any]]] | Flush
-starting = threading.Lock()  # guards starting a writer thread, in every store of the process
+starting = threading.RLock()  # guards starting a writer thread, in every store of the process
 
 
 def fresh_start_lock() -> None:
@@ -164,10 +164,10 @@ class LogWriter:
 
     def flush(self, timeout: float, *, stop: bool = False) -> bool:
         """Wait until every row queued before the call is written (or dropped); False on timeout."""
-        if self.thread is None or self.pid != os.getpid():
+        if self.pid != os.getpid() or (self.thread is None and self.queue.empty()):
             return True  # nothing was queued by this process since the thread last stopped
         marker = Flush(stop=stop)
-        self.queue.put(marker)
+        self.running_queue().put(marker)  # a thread that ended after a stop that timed out is started again
         self.wake.set()
         return marker.done.wait(timeout)
 
@@ -181,13 +181,13 @@ class LogWriter:
 
     def running_queue(self) -> queue.Queue[Queued]:
         """This process's queue, with its thread started on first use, and again in a forked child."""
-        if self.thread is None or self.pid != os.getpid():
+        if self.thread is None or self.pid != os.getpid() or not self.thread.is_alive():
             with starting:
                 if self.pid != os.getpid():  # a forked child: the parent's rows, thread and connections stay its own
                     self.engine.dispose(close=False)
                     self.queue, self.pid, self.thread = queue.Queue(), os.getpid(), None
                     self.wake = threading.Event()
-                if self.thread is None:
+                if self.thread is None or not self.thread.is_alive():
                     self.thread = threading.Thread(target=self.run, args=(self.queue,), name="store-writer",
                                                    daemon=True)
                     self.thread.start()
@@ -226,26 +226,43 @@ class LogWriter:
             self.write_table(table, rows)
 
     def write_table(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-        """One transaction; after a second failure the rows are dropped. Never raises: the thread must live on."""
-        for attempt in (1, 2):
-            try:
-                with self.engine.begin() as conn:
-                    conn.execute(insert_ignoring_duplicates(self.engine, table), rows)
-                return
-            except Exception as exc:
-                metrics.count_store_write_error(table.name)
-                cause = getattr(exc, "orig", None) or exc  # the driver's message, without statement or parameters
-                log.error(json.dumps({
-                    "event": "store_write_failed",
-                    "table": table.name,
-                    "rows": len(rows),
-                    "attempt": attempt,
-                    "dropped": attempt == 2,
-                    "error": type(exc).__name__,
-                    "detail": str(cause).splitlines()[0][:200] if str(cause) else "",
-                }))
-                if attempt == 1:
-                    time.sleep(self.flush_interval)
+        """One transaction; when it fails twice, row by row, so one bad row costs only itself.
+
+        Never raises: the thread must live on."""
+        error = self.insert(table, rows)
+        if error is not None:
+            self.log_failure(table, len(rows), 1, error, dropped=False)
+            time.sleep(self.flush_interval)
+            error = self.insert(table, rows)
+        if error is None:
+            return
+        self.log_failure(table, len(rows), 2, error, dropped=len(rows) == 1)
+        if len(rows) > 1:
+            errors = [e for e in (self.insert(table, [row]) for row in rows) if e is not None]
+            if errors:
+                self.log_failure(table, len(errors), 3, errors[0], dropped=True)
+
+    def insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> Exception | None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert_ignoring_duplicates(self.engine, table), rows)
+            return None
+        except Exception as exc:
+            metrics.count_store_write_error(table.name)
+            return exc
+
+    @staticmethod
+    def log_failure(table: sa.Table, rows: int, attempt: int, exc: Exception, *, dropped: bool) -> None:
+        cause = getattr(exc, "orig", None) or exc  # the driver's message, without statement or parameters
+        log.error(json.dumps({
+            "event": "store_write_failed",
+            "table": table.name,
+            "rows": rows,
+            "attempt": attempt,
+            "dropped": dropped,
+            "error": type(exc).__name__,
+            "detail": str(cause).splitlines()[0][:200] if str(cause) else "",
+        }))
 
 
 live_stores: weakref.WeakSet[FeedbackStore] = weakref.WeakSet()

@@ -39,7 +39,7 @@ from cds_service.audit import core, export
 from cds_service.audit import job as local
 from cds_service.audit.findings import COLUMNS
 from cds_service.audit.partition import Stored
-from cds_service.audit.tally import Skip, Tally
+from cds_service.audit.tally import SKIPPED_LINES, Skip, Tally, skip_order
 from cds_service.audit.worker import CheckedMedications, RangeResult, checked
 
 BLOCKSIZE = 64 * 2**20  # bytes of a plain NDJSON file per partition
@@ -219,7 +219,27 @@ def graph(files: list[Path], config: str, job: local.AuditJob, blocksize: int) -
     partitions = max(1, min(MAX_PARTITIONS, PARTITIONS_PER_WORKER * job.workers))
     grouped = blocks.map_partitions(keyed_lines).groupby(itemgetter(0), shuffle="tasks", npartitions=partitions)
     audited = grouped.map_partitions(audit_partition, index, config, job.since, job.until)
-    return blocks.map_partitions(problems_of, index), audited
+    skipped = blocks.map_partitions(problems_of, index).reduction(first_skips, merge_skips)
+    return skipped, audited
+
+
+def first_skips(skips: Iterable[Skip]) -> tuple[int, list[Skip]]:
+    """How many lines were skipped, and the first SKIPPED_LINES in file order: all summary.json keeps."""
+    count, first = 0, []
+    for skip in skips:
+        count += 1
+        first.append(skip)
+        if len(first) > 4 * SKIPPED_LINES:
+            first = sorted(first, key=skip_order)[:SKIPPED_LINES]
+    return count, sorted(first, key=skip_order)[:SKIPPED_LINES]
+
+
+def merge_skips(parts: Iterable[tuple[int, list[Skip]]]) -> tuple[int, list[Skip]]:
+    total, merged = 0, []
+    for count, first in parts:
+        total += count
+        merged += first
+    return total, sorted(merged, key=skip_order)[:SKIPPED_LINES]
 
 
 # --- the parent: a cluster, the report files ------------------------------------------------------
@@ -280,8 +300,10 @@ def compute(
                 local.absorb(tally, result)
                 future.release()
                 bar.update()
-        for skip in futures[0].result():
+        count, first = futures[0].result()
+        for skip in first:
             tally.skip(skip)
+        tally.skipped += count - len(first)  # the rest are counted, not listed
     except KilledWorker as exc:
         raise BrokenProcessPool(f"a Dask worker died: {exc}") from exc
     return chunks

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from cds_service.fhir.parse import ref_key
+from cds_service.web.body import nesting_exceeds
 
 SUFFIXES = (".ndjson", ".ndjson.gz")
 # The reference that files each resource under its patient (Coverage names the insured as beneficiary).
@@ -25,6 +26,7 @@ PATIENT_FIELD = {
 READ_TYPES = frozenset({*PATIENT_FIELD, "Medication"})
 # MedicationRequests are checked but not kept: encounter-discharge reads administrations, never orders.
 KEPT_TYPES = frozenset(READ_TYPES - {"MedicationRequest"})
+MAX_DEPTH = 100  # as the live service's server.max_json_depth default: deeper JSON is refused
 PROGRESS_EVERY = 512  # lines between two reports of bytes read
 
 
@@ -92,8 +94,12 @@ def classify(data: bytes) -> Line | Problem | None:
         return None
     try:
         resource = json.loads(text)
+    except RecursionError:
+        return Problem(f"nested deeper than {MAX_DEPTH} levels")
     except ValueError as exc:
         return Problem(f"not valid JSON: {exc_message(exc)}")
+    if nesting_exceeds(data, MAX_DEPTH):
+        return Problem(f"nested deeper than {MAX_DEPTH} levels")
     if not isinstance(resource, dict):
         return Problem(f"not a JSON object but {type(resource).__name__}")
     rtype = resource.get("resourceType")

@@ -91,7 +91,7 @@ def validate(where: str, data: Any, into: Resources, *, history: bool = False) -
         return models()[rtype].model_validate(data)
     except ValidationError as exc:
         into.invalid.append(InvalidResource(where, rtype, rid, describe_errors(exc)))
-    except (TypeError, ValueError) as exc:  # pragma: no cover - pydantic wraps nearly all of these
+    except (TypeError, ValueError, RecursionError) as exc:  # fhir.resources' own path, for contained resources
         into.invalid.append(InvalidResource(where, rtype, rid, (type(exc).__name__,)))
     return None
 
@@ -107,6 +107,9 @@ def read(
     if draft_orders:
         sources.append(("context.draftOrders", draft_orders))
     for where, value in sources:
+        if value.get("resourceType") == "Bundle" and not isinstance(value.get("entry") or [], list):
+            out.invalid.append(InvalidResource(where, "Bundle", None, ("entry: Input should be a valid list",)))
+            continue
         for full_url, data in entries(value):
             resource = validate(where, data, out, history=is_history(data, encounter_id))
             if resource is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -37,16 +38,62 @@ def nesting_exceeds(raw: bytes, limit: int) -> bool:
 
 
 def loads(raw: bytes, max_depth: int) -> Any:
-    """Parse a JSON body; 400 when it is malformed or nests deeper than max_depth."""
+    """Parse a JSON body; 400 when it is malformed or nests deeper than max_depth.
+
+    orjson reads nearly every body; what it refuses but JSON allows (UTF-16 or UTF-32, a lone surrogate
+    escape, a number beyond a double) is read again by the standard library before a 400."""
+    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark, as some clients send
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if "depth" in str(exc) or "recursion" in str(exc):
             raise InvalidHookRequest("The JSON body is nested too deeply.") from None
-        raise InvalidHookRequest("The request body is not valid JSON.") from None
+        return loads_slowly(raw, max_depth)
     if nesting_exceeds(raw, max_depth):
         raise InvalidHookRequest("The JSON body is nested too deeply.")
     return body
+
+
+def loads_slowly(raw: bytes, max_depth: int) -> Any:
+    """json.loads, which detects UTF-16 and UTF-32; NaN and Infinity, which are not JSON, are refused."""
+    try:
+        body = json.loads(raw, parse_constant=refuse_constant)
+    except RecursionError:
+        raise InvalidHookRequest("The JSON body is nested too deeply.") from None
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidHookRequest("The request body is not valid JSON.") from None
+    if depth_exceeds(body, max_depth):
+        raise InvalidHookRequest("The JSON body is nested too deeply.")
+    return well_formed(body)
+
+
+def well_formed(value: Any) -> Any:
+    """The value with each lone surrogate (an escape JSON allows but Unicode does not) as U+FFFD."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, list):
+        return [well_formed(v) for v in value]
+    if isinstance(value, dict):
+        return {well_formed(k): well_formed(v) for k, v in value.items()}
+    return value
+
+
+def refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def depth_exceeds(value: Any, limit: int) -> bool:
+    """True when the arrays and objects of a parsed value nest deeper than limit (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def read_json(request: Request, max_depth: int) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
@@ -149,6 +150,14 @@ def test_the_writer_survives_a_dropped_table(store: FeedbackStore) -> None:
     assert store.writer.thread is thread and thread.is_alive()
 
 
+def test_one_row_the_database_refuses_costs_only_itself(store: FeedbackStore) -> None:
+    rows = [{"service": SERVICE, "hook_instance": hi, "evaluated_at": dt.datetime.now(dt.UTC), "duration_ms": 1.0,
+             "status": 200, "rules_fired": "[]", "card_uuids": "[]"} for hi in ("good-1", "bad-\ud800", "good-2")]
+    store.writer.put(metadata.tables["evaluations"], rows)  # one batch, as three calls in one flush interval
+    assert store.flush()
+    assert sorted(hook_instances(store)) == ["good-1", "good-2"]
+
+
 def test_the_writer_survives_an_unreachable_database() -> None:
     s = FeedbackStore("postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=3", flush_interval=0.01)
     try:
@@ -221,3 +230,14 @@ def test_feedback_before_the_other_instance_wrote_its_card_counts_under_the_card
     finally:
         issuing.dispose()
         receiving.dispose()
+
+
+def test_a_stop_that_timed_out_does_not_leave_the_writer_dead(store: FeedbackStore) -> None:
+    store.record_evaluation(SERVICE, "first", 200, 1.0, [], [])
+    assert store.flush()
+    store.writer.stop(0.0)  # gives up at once: the thread ends later, when it reaches the stop marker
+    if store.writer.thread is not None:
+        store.writer.thread.join(5)
+    store.record_evaluation(SERVICE, "after the stop", 200, 1.0, [], [])
+    assert store.flush(timeout=5)
+    assert sorted(hook_instances(store)) == ["after the stop", "first"]

@@ -25,6 +25,10 @@ def encounter(eid: str, patient: str) -> bytes:
     (b'{"id": "x"}', Problem("no resourceType")),
     (b'{"resourceType": 7}', Problem("no resourceType")),
     (b"\xff\xfe{}", Problem("not UTF-8 text")),
+    (b'{"resourceType": "Condition", "note": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+     Problem("nested deeper than 100 levels")),
+    (b'{"resourceType": "Condition", "note": ' + b"[" * 150 + b"]" * 150 + b"}",
+     Problem("nested deeper than 100 levels")),
     (b'{"resourceType": "Patient", "id": "p1"}', None),  # a type the audit does not read
     (b'{"resourceType": "MedicationRequest", "subject": {"reference": "Patient/p1"}}', None),  # read, not kept
     (b'{"resourceType": "Encounter", "subject": {"reference": "Patient/p1"}}',

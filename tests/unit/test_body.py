@@ -45,10 +45,29 @@ def test_deep_bodies_are_refused_with_the_nesting_message(n: int, limit: int, to
         loads(raw, limit)
 
 
-@pytest.mark.parametrize("raw", [b"{", b'{"a": NaN}', b'{"a": 1e999999}', b'"\\ud800"', b"\xff\xfe{}", b""])
+@pytest.mark.parametrize("raw", [b"{", b'{"a": NaN}', b'{"a": -Infinity}', b"\xff\xfe{", b"", b"\xef\xbb\xbf"])
 def test_malformed_json_is_a_clear_400(raw: bytes) -> None:
     with pytest.raises(InvalidHookRequest, match="not valid JSON"):
         loads(raw, 100)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (b'\xef\xbb\xbf{"hook": "x"}', {"hook": "x"}),  # a UTF-8 byte order mark
+    ('{"hook": "\u00e9"}'.encode("utf-16"), {"hook": "\u00e9"}),
+    ('{"hook": "x"}'.encode("utf-32-le"), {"hook": "x"}),
+    (b'{"note": "cut \\ud83d"}', {"note": "cut \ufffd"}),  # a lone surrogate (a note cut mid-emoji) -> U+FFFD
+    (b'{"\\udc00": "a \\ud83d\\ude00 pair"}', {"\ufffd": "a \U0001f600 pair"}),
+    (b'{"n": 1e400}', {"n": float("inf")}),  # read; the resource holding it is then found invalid
+])
+def test_json_that_orjson_refuses_is_read_by_the_standard_library(raw: bytes, expected: Any) -> None:
+    assert loads(raw, 100) == expected
+
+
+def test_the_slow_path_keeps_the_nesting_limit() -> None:
+    raw = ("[" * 101 + "]" * 101).encode("utf-16")
+    with pytest.raises(InvalidHookRequest, match="nested too deeply"):
+        loads(raw, 100)
+    assert loads(("[" * 100 + "]" * 100).encode("utf-16"), 100) is not None
 
 
 def test_brackets_inside_strings_do_not_count() -> None:

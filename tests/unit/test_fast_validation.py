@@ -93,6 +93,10 @@ def mutations(resource: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
         if key == "resourceType":
             continue
         yield f"without {key}", {k: v for k, v in resource.items() if k != key}
+        if isinstance(value, str | bool | int | float) and key != "id":
+            yield f"_{key} empty", {**resource, f"_{key}": {}}
+            yield f"_{key} with a null extension", {**resource, f"_{key}": {"extension": None}}
+            yield f"_{key} with an id", {**resource, f"_{key}": {"id": "x1"}}
         for label, bad in wrong_values(value):
             yield f"{key}: {label}", {**resource, key: bad}
         if isinstance(value, dict):
@@ -175,3 +179,23 @@ def test_invalid_resources_are_described_by_path_without_their_values() -> None:
     text = " ".join(problem.problems)
     assert "effectiveDateTime" in text and "secret" in text and "coding" in text
     assert "123-45-6789" not in text
+
+
+def test_a_contained_resource_nested_past_the_recursion_limit_is_invalid_not_a_crash() -> None:
+    extension: dict[str, Any] = {"url": "http://example.org/leaf", "valueString": "x"}
+    for _ in range(400):
+        extension = {"url": "http://example.org/nest", "extension": [extension]}
+    data = {"resourceType": "MedicationAdministration", "id": "deep", "status": "completed",
+            "subject": {"reference": "Patient/p"}, "effectiveDateTime": "2025-03-04",
+            "medicationReference": {"reference": "#med"},
+            "contained": [{"resourceType": "Medication", "id": "med", "extension": [extension]}]}
+    into = parse.Resources()
+    assert parse.validate("administrations", data, into) is None
+    assert [(p.resource_type, p.resource_id) for p in into.invalid] == [("MedicationAdministration", "deep")]
+
+
+@pytest.mark.parametrize("entry", [True, "x", {"resource": {}}, 7])
+def test_a_bundle_whose_entry_is_not_a_list_is_one_invalid_resource(entry: Any) -> None:
+    out = parse.read({"administrations": {"resourceType": "Bundle", "type": "searchset", "entry": entry}})
+    assert [(p.where, p.resource_type) for p in out.invalid] == [("administrations", "Bundle")]
+    assert out.administrations == []
