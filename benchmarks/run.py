@@ -621,11 +621,16 @@ def cold_start(work: Path, plan: Plan) -> float | None:
     config = write_config(work, "cold")
     times = []
     for i in range(plan.cold_starts):
-        srv = service_server(config, free_port(), work / f"cold-{i}.log")
+        log = work / f"cold-{i}.log"
+        srv = service_server(config, free_port(), log)
         try:
             times.append(srv.wait_ready())
+        except RuntimeError as exc:  # keep the run's other figures, and say why this start failed
+            problem(f"cold start {i}: {exc}\n{log.read_text(errors='replace')[-3000:]}")
         finally:
             srv.stop()
+    if not times:
+        return None
     median = statistics.median(times)
     print(f"   median {median:.2f} s   (runs: {', '.join(f'{t:.2f}' for t in times)} s)")
     return median
