@@ -291,12 +291,7 @@ def administration(
     notes = [n.text for n in ma.note or []] + [dosage.text if dosage else None]
     return replace(
         given(ma, found, tz),
-        ndc=found.ndc,
-        container=container_of(found.product),
-        route=route,
-        route_coded=route_coded,
-        dose=to_billing_unit(dose, found.product, med),
-        dose_documented=dose is not None and dose.value is not None,
+        **dosing(found, med, route, route_coded, dose),
         performer=bool(ma.performer),
         patient_supplied=patient_supplied(ma, notes),
         diagnoses=reason_codes(ma, resources) or visit_dx,
@@ -351,18 +346,25 @@ def order(
         drug=found.product.drug if found.product else None,
         drug_coded=found.coded,
         drug_text=found.text,
-        ndc=found.ndc,
-        container=container_of(found.product),
-        route=route,
-        route_coded=route_coded,
-        dose=to_billing_unit(dose, found.product, med),
-        dose_documented=dose is not None and dose.value is not None,
+        **dosing(found, med, route, route_coded, dose),
         timed=True,  # an order has no administration time yet
         date_of_service=dos,
         performer=True,
         patient_supplied=patient_supplied(mr, notes),
         diagnoses=reason_codes(mr, resources) or visit_dx,
     )
+
+
+def dosing(found: Identified, med: Any, route: RouteClass, route_coded: bool, dose: Any) -> dict[str, Any]:
+    """What an administration and an order both say of the product, route and dose, as Injection fields."""
+    return {
+        "ndc": found.ndc,
+        "container": container_of(found.product),
+        "route": route,
+        "route_coded": route_coded,
+        "dose": to_billing_unit(dose, found.product, med),
+        "dose_documented": dose is not None and dose.value is not None,
+    }
 
 
 def container_of(product: Product | None) -> Literal["single-dose", "multi-dose"] | None:

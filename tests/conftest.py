@@ -76,6 +76,21 @@ def make_config(tmp_path: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture
+def make_client(make_config: Callable[..., Path]) -> Iterator[Callable[..., FlaskClient]]:
+    """make_client(**config_sections) -> a Flask test client of a fresh app; stores disposed afterwards."""
+    apps: list[Flask] = []
+
+    def make(**sections: Any) -> FlaskClient:
+        app = create_app(str(make_config(**sections)))
+        apps.append(app)
+        return app.test_client()
+
+    yield make
+    for app in apps:
+        app.extensions["cds"].store.dispose()
+
+
+@pytest.fixture
 def app(make_config: Callable[..., Path]) -> Iterator[Flask]:
     application = create_app(str(make_config()))
     yield application

@@ -15,10 +15,7 @@ from typing import Any
 
 import pytest
 import requests
-from flask import Flask
-from flask.testing import FlaskClient
 
-from cds_service import create_app
 from cds_service.store import FeedbackStore
 
 STARTUP_TIMEOUT = 30.0
@@ -68,23 +65,6 @@ def _no_stray_prefetch_threads() -> Iterator[None]:
 @pytest.fixture
 def wait_prefetch_idle() -> Callable[[], None]:
     return join_prefetch_threads
-
-
-# --- apps ----------------------------------------------------------------------------------------
-
-@pytest.fixture
-def make_client(make_config: Callable[..., Path]) -> Iterator[Callable[..., FlaskClient]]:
-    """make_client(**config_sections) -> a Flask test client of a fresh app; stores disposed afterwards."""
-    apps: list[Flask] = []
-
-    def make(**sections: Any) -> FlaskClient:
-        app = create_app(str(make_config(**sections)))
-        apps.append(app)
-        return app.test_client()
-
-    yield make
-    for app in apps:
-        app.extensions["cds"].store.dispose()
 
 
 # --- sekmet-fhir ---------------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from typing import Any
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
-from flask import Flask
 from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
@@ -68,20 +67,6 @@ def value(client: FlaskClient, name: str, **labels: str) -> float:
 
 def registry(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
-
-
-@pytest.fixture
-def make_client(make_config: Callable[..., Path]) -> Iterator[Callable[..., FlaskClient]]:
-    apps: list[Flask] = []
-
-    def make(**sections: Any) -> FlaskClient:
-        app = create_app(str(make_config(**sections)))
-        apps.append(app)
-        return app.test_client()
-
-    yield make
-    for app in apps:
-        app.extensions["cds"].store.dispose()
 
 
 # --- the endpoint --------------------------------------------------------------------------------
