@@ -10,6 +10,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+import fastjsonschema
 import jsonschema
 
 from cds_service.errors import InvalidHookRequest
@@ -145,14 +146,53 @@ class FeedbackEntry:
 
 
 @cache
-def validator(name: str) -> jsonschema.protocols.Validator:
+def schema_of(name: str) -> dict[str, Any]:
     with open(SCHEMAS / name, encoding="utf-8") as fh:
-        schema = json.load(fh)
-    return jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+        schema: dict[str, Any] = json.load(fh)
+    return schema
+
+
+@cache
+def validator(name: str) -> jsonschema.protocols.Validator:
+    return jsonschema.Draft202012Validator(schema_of(name), format_checker=jsonschema.FormatChecker())
+
+
+@cache
+def compiled(name: str, schema_ref: str | None = None) -> Any:
+    """fastjsonschema's generated code for the same schema (or one of its $defs): a yes or no, about 50
+    times faster than jsonschema. Every keyword the schemas use means the same in the draft-07 it
+    generates; `format` would not, so a schema with one is checked by jsonschema alone."""
+    schema = schema_of(name)
+    if "format" in json.dumps(schema):
+        return None
+    if schema_ref is not None:
+        schema = {"$id": schema["$id"], "$ref": schema_ref, "$defs": schema["$defs"]}
+    schema = {key: value for key, value in schema.items() if key != "$schema"}
+    return fastjsonschema.compile(schema, handlers={"http": refuse_remote, "https": refuse_remote}, use_default=False)
+
+
+def compile_checks() -> None:
+    """Generate the compiled checks now rather than on the first call."""
+    for ref in (None, "#/$defs/context-order-sign", "#/$defs/context-encounter"):
+        compiled("request.schema.json", ref)
+    compiled("feedback.schema.json")
+
+
+def refuse_remote(uri: str) -> Any:
+    raise ValueError(f"{uri}: the request schemas refer only to themselves")
 
 
 def check(name: str, instance: Any, schema_ref: str | None = None, prefix: tuple[str, ...] = ()) -> None:
-    """Raise InvalidHookRequest naming every violation by path (never echoing values)."""
+    """Raise InvalidHookRequest naming every violation by path (never echoing values).
+
+    The compiled check answers for what passes; jsonschema, the authority, says what fails and why."""
+    fast = compiled(name, schema_ref)
+    if fast is not None:
+        try:
+            fast(instance)
+            return
+        except fastjsonschema.JsonSchemaException:
+            pass
     v = validator(name)
     if schema_ref is not None:
         v = v.evolve(schema={"$ref": schema_ref, "$defs": v.schema["$defs"]})

@@ -59,6 +59,7 @@ def build(settings: Settings, store: FeedbackStore, templates: dict[str, CardTem
             store=store,
         )
     parse.models()  # generate the FHIR validators now rather than on the first hook call
+    protocol.compile_checks()
     return Runtime(
         settings=settings,
         terms=terms_of(settings),

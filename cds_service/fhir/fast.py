@@ -13,8 +13,10 @@ model-level rules of `fhir_core.fhirabstractmodel.FHIRAbstractModel` are kept:
 - a choice element `nnn[x]` takes one type at most, and one when the element is required;
 - a required primitive is present, or its `_nnn` extension sibling carries an extension.
 
-`contained` resources are validated by fhir.resources itself, as their type is only known at run
-time. tests/unit/test_fast_validation.py holds this module to fhir.resources on every example in
+A `contained` resource is validated by the generated model of its type when there is one (the types
+the service reads), and by fhir.resources itself otherwise, as its type is only known at run time.
+
+tests/unit/test_fast_validation.py holds this module to fhir.resources on every example in
 ../shared/reference and on mutations of them: the same verdict, and the same values when valid.
 """
 
@@ -27,7 +29,16 @@ from typing import Any, Literal
 
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from fhir_core.types import FhirBase
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
+    create_model,
+    model_validator,
+)
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 __all__ = ["FastModel", "ValidationError", "model_for"]
@@ -124,11 +135,14 @@ def _generate(cls: type[FHIRAbstractModel], pending: list[type[FHIRAbstractModel
         **fields,
     )
     model.__resource_type__ = resource_type
+    if cls.has_resource_base():
+        RESOURCES[resource_type] = model
     model.__choices__ = choices
     model.__required_primitives__ = required
     return model
 
 
+RESOURCES: dict[str, type[FastModel]] = {}  # the generated resource models, by resourceType
 COMMON_VALIDATORS = {"reject_null_complex_elements", "validate_after_model_construction"}  # done above
 
 
@@ -150,11 +164,18 @@ def _own_validators(cls: type[FHIRAbstractModel]) -> dict[str, Any]:
     return out
 
 
-def _not_null(value: Any) -> Any:
-    """fhir.resources' lazy types let a null through; in a list of resources it has no meaning."""
+def _contained(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """One contained resource: by its generated model when there is one, else as fhir.resources reads it.
+
+    fhir.resources reads a dict by the class its resourceType names, as the generated model does; its lazy
+    type lets a null through, which in a list of resources has no meaning."""
     if value is None:
         raise ValueError("None is not allowed as an element of contained")
-    return value
+    if isinstance(value, dict):
+        model = RESOURCES.get(value.get("resourceType"))  # type: ignore[arg-type]
+        if model is not None:
+            return model.model_validate(value)
+    return handler(value)
 
 
 def _convert(annotation: Any, pending: list[type[FHIRAbstractModel]]) -> Any:
@@ -162,7 +183,7 @@ def _convert(annotation: Any, pending: list[type[FHIRAbstractModel]]) -> Any:
     if isinstance(annotation, type) and issubclass(annotation, FhirBase) and hasattr(annotation, "get_model_klass"):
         klass = annotation.get_model_klass()
         if klass.__name__ in {"Resource", "DomainResource"}:
-            return typing.Annotated[annotation, AfterValidator(_not_null)]  # contained: fhir.resources picks
+            return typing.Annotated[annotation, WrapValidator(_contained)]
         pending.append(klass)
         return typing.ForwardRef(_name(klass))
     origin = typing.get_origin(annotation)

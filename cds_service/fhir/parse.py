@@ -21,6 +21,8 @@ from cds_service.rules.model import InvalidResource
 READ_TYPES = frozenset(
     {"Encounter", "MedicationAdministration", "MedicationRequest", "Medication", "Condition", "ChargeItem", "Coverage"}
 )
+# Read only inside another resource: an Encounter's contained Locations carry its place of service.
+CONTAINED_TYPES = frozenset({"Location"})
 MAX_PROBLEMS = 5
 # What facts.build reads of an administration that is another encounter's: the frequency rule's drug,
 # status and date, the links that place it, and `contained` for a drug given as "#med".
@@ -71,7 +73,7 @@ def entries(value: Mapping[str, Any]) -> Iterator[tuple[str | None, Any]]:
 @functools.cache
 def models() -> dict[str, type[FastModel]]:
     """The generated model of each type read, built on first call (about 0.3 s): apps call it at start."""
-    return {rtype: model_for(get_fhir_model_class(rtype)) for rtype in sorted(READ_TYPES)}
+    return {rtype: model_for(get_fhir_model_class(rtype)) for rtype in sorted(READ_TYPES | CONTAINED_TYPES)}
 
 
 def validate(where: str, data: Any, into: Resources, *, history: bool = False) -> Any | None:
