@@ -6,17 +6,30 @@ import json
 import logging
 import sys
 import time
+from typing import Any
 
 EXTRA_FIELDS = ("hook_instance", "error_type")
 
 
+class Event(dict[str, Any]):
+    """A log message that is already a JSON object: the formatter takes its fields as they are, and
+    everything else that reads the message (getMessage) reads it as JSON text."""
+
+    def __str__(self) -> str:
+        return json.dumps(self, default=str)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        message = record.getMessage()
-        try:
-            event = json.loads(message) if message.startswith("{") else {"message": message}
-        except ValueError:
-            event = {"message": message}
+        event: dict[str, Any]
+        if isinstance(record.msg, Event) and not record.args:
+            event = record.msg
+        else:
+            message = record.getMessage()
+            try:
+                event = json.loads(message) if message.startswith("{") else {"message": message}
+            except ValueError:
+                event = {"message": message}
         event = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
