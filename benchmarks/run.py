@@ -639,6 +639,20 @@ def cold_start(work: Path, plan: Plan) -> float | None:
 # ---------------------------------------------------------------- main
 
 
+def machine_speed() -> float:
+    """Seconds for a fixed pure-Python loop, best of 3: the same code on a host whose CPU is shared can
+    run at very different speeds from one minute to the next, and other processes' CPU (/proc/stat) does
+    not show it. Taken at the start and the end of a run; figures of runs compare only at similar values."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i * i
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run (figures are rough)")
@@ -648,6 +662,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="cds-bench-"))
     try:
         header()
+        speed_before = machine_speed()
+        print(f"  machine speed: a fixed Python loop takes {speed_before * 1000:.0f} ms (lower is faster)")
         if args.quick:
             print("  --quick: short runs, rough figures")
         inproc = in_process(write_config(work, "inproc"), plan)
@@ -669,6 +685,9 @@ def main(argv: list[str] | None = None) -> int:
             verdict = "not measured" if value is None else ("met" if ok(value) else "MISSED")
             shown = "-" if value is None else fmt(value)
             print(f"   {text:<44}{shown:>10}   target {target:<9} {verdict}")
+        speed_after = machine_speed()
+        print(f"\nMachine speed: the fixed Python loop took {speed_before * 1000:.0f} ms at the start and "
+              f"{speed_after * 1000:.0f} ms at the end (lower is faster).")
         print(f"\nProblems seen: {len(problems)}" + "".join(f"\n   - {p}" for p in problems))
         print(f"Benchmark took {time.perf_counter() - started:.0f} s.")
     finally:
