@@ -99,18 +99,37 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 15})
+        engine = sa.create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS})
 
         @sa.event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
+            use_wal(cur)
             cur.execute("PRAGMA synchronous=NORMAL")  # in WAL mode: durable across crashes, one fsync per checkpoint
-            cur.execute("PRAGMA busy_timeout=15000")
             cur.close()
 
         return engine
     return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+SQLITE_BUSY_SECONDS = 15
+
+
+def use_wal(cur: Any) -> None:
+    """Put a SQLite file in WAL mode (it stays so). The switch needs the file to itself, and SQLite answers
+    "database is locked" at once, without its busy timeout, while another connection writes: as when the
+    workers of `cds-service serve` start together on a new file. So it is tried again until the timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+    while True:
+        try:
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:  # sqlite3.OperationalError, as the driver raises it
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 FLUSH_INTERVAL = 0.05  # seconds: the log writer writes at most this often, unless a batch is large or flushed

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -146,6 +147,29 @@ def test_concurrent_start_ups_all_succeed(store_url: str, tmp_path: Path) -> Non
         assert version_rows(e) == ["0002"]
     finally:
         e.dispose()
+
+
+def test_a_new_sqlite_file_goes_to_wal_mode_once_another_writer_lets_go(tmp_path: Path) -> None:
+    """SQLite refuses the switch to WAL at once, without its busy timeout, while another connection writes
+    (two workers starting together on a new file): the store waits for the lock as for any other."""
+    path = tmp_path / "store.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE elsewhere (x)")
+    other.execute("BEGIN IMMEDIATE")
+    release = threading.Timer(0.3, other.execute, ["COMMIT"])
+    release.start()
+    started = time.monotonic()
+    store = FeedbackStore(f"sqlite:///{path}")
+    try:
+        assert store.create_schema() == "0002"
+        assert time.monotonic() - started >= 0.25
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+        assert TABLES <= table_names(store.engine)
+    finally:
+        release.join()
+        other.close()
+        store.engine.dispose()
 
 
 def test_concurrent_upgrades_in_one_process_all_succeed(store_url: str) -> None:
