@@ -456,6 +456,7 @@ class WrkResult:
     bodies: int
     other: float  # % of the machine's CPU used by processes other than this server and wrk
     cores: float  # CPU the server (master and workers) used, in cores
+    split: str  # each worker's share of the workers' CPU, e.g. "51/49"
 
 
 def duration(text: str) -> float:
@@ -466,14 +467,18 @@ def duration(text: str) -> float:
 
 
 def run_wrk(url: str, connections: int, seconds: float, bodies_file: Path, server: Server) -> WrkResult:
-    pids = [server.proc.pid, *server.workers()]
+    workers = server.workers()
+    pids = [server.proc.pid, *workers]
     load = OtherLoad(lambda: process_cpu(pids) + children_cpu())
+    before = [process_cpu([pid]) for pid in workers]
     argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency",
             "-s", str(HERE / "rotate.lua"), url, "--", str(bodies_file)]
     t0, cpu0 = time.perf_counter(), process_cpu(pids)
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     other = load.percent()
     cores = (process_cpu(pids) - cpu0) / (time.perf_counter() - t0)
+    used = [process_cpu([pid]) - b for pid, b in zip(workers, before, strict=True)]
+    split = "/".join(f"{100 * u / sum(used):.0f}" for u in used) if sum(used) > 0 else "-"
     text = out.stdout + out.stderr
     try:
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))  # type: ignore[union-attr]
@@ -487,7 +492,7 @@ def run_wrk(url: str, connections: int, seconds: float, bodies_file: Path, serve
     sock = re.search(r"Socket errors:\s+(.*)", text)
     return WrkResult(rps, duration(dist["50"]), duration(dist["99"]), total, int(rotate.group(3)),
                      int(wrk_bad.group(1)) if wrk_bad else 0, sock.group(1).strip() if sock else "",
-                     int(rotate.group(1)), other, cores)
+                     int(rotate.group(1)), other, cores, split)
 
 
 def http(config: Path, work: Path, plan: Plan) -> dict[str, Any]:
@@ -527,14 +532,14 @@ def http(config: Path, work: Path, plan: Plan) -> dict[str, Any]:
             if warm.non2xx or warm.wrk_errors:
                 problem(f"warm-up of {name}: {warm.non2xx} non-2xx responses")
         print(f"\n   {'round':<6}{'conns':>6}  {'app':<8}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
-              f"{'requests':>10}{'non-2xx':>9}{'app CPU':>9}{'other CPU':>11}  socket errors")
+              f"{'requests':>10}{'non-2xx':>9}{'app CPU':>9}{'workers %':>10}{'other CPU':>11}  socket errors")
         for rnd in range(1, plan.rounds + 1):
             for conns in CONNECTIONS:
                 for name, url in urls.items():  # alternating: project, floor, project, floor ...
                     r = run_wrk(url, conns, plan.wrk_seconds, bodies_file, servers[name])
                     results.setdefault((name, conns), []).append(r)
                     print(f"   {rnd:<6}{conns:>6}  {name:<8}{r.rps:>9.0f}{ms(r.p50):>9}{ms(r.p99):>9}"
-                          f"{r.requests:>10}{r.non2xx:>9}{r.cores:>6.2f} c{r.other:>10.0f}%  "
+                          f"{r.requests:>10}{r.non2xx:>9}{r.cores:>6.2f} c{r.split:>10}{r.other:>10.0f}%  "
                           f"{r.socket_errors or 'none'}")
                     if r.non2xx or r.wrk_errors:
                         problem(f"{name} at {conns} connections, round {rnd}: {r.non2xx} non-2xx responses "
