@@ -6,8 +6,11 @@ Starts the service as benchmarks/run.py does (2 workers, a copy of config/defaul
 drives it with wrk and rotate.lua over 200 distinct typical requests, and samples both workers with
 py-spy (`record --gil --format raw`: only the thread holding the interpreter lock is sampled, so a
 thread waiting for a socket, a lock or the interpreter lock itself is left out; the samples are where the
-worker's Python CPU goes). It prints the share of samples by part of the request (each sample goes to the innermost part
-its stack passes through) and the functions with most samples of their own. A measurement, not a test.
+worker's Python CPU goes). It prints the share of samples by part of the request (each sample goes to the
+innermost part its stack passes through) and the functions with most samples of their own. A sample that
+stops in a line calling the next step (runtime.py's `answer`, Flask's `dispatch_request`) is mostly the
+freeing of that step's objects as it returns: the parsed body, the validated resources. A measurement,
+not a test.
 Needs wrk (Debian) and py-spy (`pip install py-spy`; it reads other processes, so it needs ptrace rights:
 root, or CAP_SYS_PTRACE in a container).
 """
@@ -35,6 +38,8 @@ PARTS = [
     ("JSON body (orjson, nesting)", ("cds_service/web/body.py",)),
     ("logs", ("cds_service/web/logs.py", "logging/")),
     ("metrics", ("prometheus_client", "cds_service/web/metrics.py", "cds_service/metrics.py")),
+    ("service glue (web/, runtime, service)",  # the call's own steps, and freeing its objects as they end
+     ("cds_service/web/", "cds_service/runtime.py", "cds_service/service.py", "cds_service/reload.py")),
     ("Flask and werkzeug", ("flask/", "werkzeug/", "flask_cors")),
     ("gunicorn (HTTP, sockets)", ("gunicorn/",)),
 ]
@@ -96,9 +101,9 @@ def report(raws: list[Path], wrk_out: str, connections: int, seconds: int, flame
     rps = next((ln.split()[-1] for ln in wrk_out.splitlines() if ln.startswith("Requests/sec")), "?")
     print(f"py-spy, both workers, {seconds} s at {connections} connections ({rps} req/s under the profiler); "
           f"{total} samples of the thread holding the GIL")
-    print(f"\n   {'part of the request':<32}{'share':>7}")
+    print(f"\n   {'part of the request':<40}{'share':>7}")
     for name, n in parts.most_common():
-        print(f"   {name:<32}{100 * n / total:>6.1f}%")
+        print(f"   {name:<40}{100 * n / total:>6.1f}%")
     print(f"\n   {'functions with most own samples':<100}{'share':>7}")
     for frame, n in own.most_common(15):
         print(f"   {frame[:98]:<100}{100 * n / total:>6.1f}%")
