@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from jinja2 import StrictUndefined
+from jinja2 import StrictUndefined, Template
 from jinja2.sandbox import SandboxedEnvironment
 
 from cds_service.rules.model import CPT, ChargeLine, Finding, Injection, PlannedLines, RouteClass, Visit
@@ -103,13 +103,22 @@ def load_templates(directory: Path = CARDS_DIR) -> dict[str, CardTemplate]:
         spec = yaml.safe_load(path.read_text(encoding="utf-8"))
         out[path.stem] = CardTemplate(
             title=spec["title"],
-            summary=plain_env.from_string(spec["summary"]),
-            detail=markdown_env.from_string(spec["detail"]),
-            suggestion=plain_env.from_string(spec["suggestion"]) if spec.get("suggestion") else None,
+            summary=compiled(plain_env, spec["summary"]),
+            detail=compiled(markdown_env, spec["detail"]),
+            suggestion=compiled(plain_env, spec["suggestion"]) if spec.get("suggestion") else None,
             override_reasons=tuple(spec.get("override_reasons", [])),
             links=tuple(spec.get("links", [])),
         )
     return out
+
+
+def compiled(env: SandboxedEnvironment, source: str) -> Template:
+    """A template whose globals (Jinja's defaults) are one plain dict rather than a ChainMap over the
+    environment's: every render copies them into its context, and a dict copies at C speed (a quarter
+    of a card's rendering time)."""
+    template = env.from_string(source)
+    template.globals = dict(template.globals)
+    return template
 
 
 class CardRenderer:
