@@ -163,12 +163,21 @@ def compiled(name: str, schema_ref: str | None = None) -> Any:
     times faster than jsonschema. Every keyword the schemas use means the same in the draft-07 it
     generates; `format` would not, so a schema with one is checked by jsonschema alone."""
     schema = schema_of(name)
-    if "format" in json.dumps(schema):
+    if uses_format(schema):
         return None
     if schema_ref is not None:
         schema = {"$id": schema["$id"], "$ref": schema_ref, "$defs": schema["$defs"]}
     schema = {key: value for key, value in schema.items() if key != "$schema"}
     return fastjsonschema.compile(schema, handlers={"http": refuse_remote, "https": refuse_remote}, use_default=False)
+
+
+def uses_format(node: Any) -> bool:
+    """True when a schema, or any schema inside it, has a `format` keyword."""
+    if isinstance(node, dict):
+        return isinstance(node.get("format"), str) or any(uses_format(v) for v in node.values())
+    if isinstance(node, list):
+        return any(uses_format(v) for v in node)
+    return False
 
 
 def compile_checks() -> None:
