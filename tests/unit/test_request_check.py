@@ -156,3 +156,13 @@ def test_a_refused_request_still_names_each_violation_by_path() -> None:
     message = str(caught.value)
     assert "context/patientId: must be of type string" in message
     assert "(body)" in message or "context: 'userId' is required" in message
+
+
+@pytest.mark.parametrize("schema, expected", [
+    ({"type": "string", "format": "date-time"}, True),
+    ({"properties": {"when": {"anyOf": [{"type": "null"}, {"format": "date"}]}}}, True),
+    ({"properties": {"format": {"type": "string"}}}, False),  # a property named format is no keyword
+    ({"description": "any format"}, False),
+])
+def test_a_schema_with_a_format_keyword_is_left_to_jsonschema(schema: dict[str, Any], expected: bool) -> None:
+    assert protocol.uses_format(schema) is expected
