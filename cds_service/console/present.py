@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import yaml
@@ -16,15 +17,20 @@ from cds_service.analytics import RuleStats
 from cds_service.cards import CODE_SYSTEMS
 from cds_service.runtime import Runtime
 
-# CommonMark with raw HTML off: any tag in a card's detail is shown as text; markdown-it also refuses
-# javascript:, vbscript:, file: and data: link targets.
-MARKDOWN = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
 SYSTEM_NAMES = {url: name.upper() for name, url in CODE_SYSTEMS.items()}
 REDACTED = "(redacted)"
 
 
+@cache
+def markdown_parser() -> MarkdownIt:
+    """CommonMark with raw HTML off: any tag in a card's detail is shown as text; markdown-it also refuses
+    javascript:, vbscript:, file: and data: link targets. Built on the console's first page (about 50 ms),
+    not while every worker starts."""
+    return MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
+
+
 def markdown(text: str) -> Markup:
-    return Markup(MARKDOWN.render(text))  # markdown-it escapes all HTML: html is disabled
+    return Markup(markdown_parser().render(text))  # markdown-it escapes all HTML: html is disabled
 
 
 @dataclass
