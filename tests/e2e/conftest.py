@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -167,3 +168,36 @@ def browser() -> Iterator[Any]:
         chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+
+
+@dataclass
+class PageWatch:
+    """What a page did besides what a test asked of it."""
+
+    page: Any
+    errors: list[str]
+    outside: list[str]  # requests the `allowed` predicate refused
+    dialogs: list[str]
+
+
+@contextmanager
+def watched_page(browser: Any, allowed: Callable[[str], bool], screenshot: str) -> Iterator[PageWatch]:
+    """A 1280x900 page that records console errors, page errors, failed requests, requests to URLs that are
+    not `allowed` and dialogs (dismissed). On leaving, a full-page screenshot goes to tests/artifacts/
+    `screenshot`, and there must have been no error and no outside request."""
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    watch = PageWatch(page, [], [], [])
+    page.on("console", lambda msg: watch.errors.append(msg.text) if msg.type == "error" else None)
+    page.on("pageerror", lambda exc: watch.errors.append(str(exc)))
+    page.on("requestfailed", lambda req: watch.errors.append(f"request failed: {req.url} {req.failure}"))
+    page.on("request", lambda req: None if allowed(req.url) else watch.outside.append(req.url))
+    page.on("dialog", lambda dialog: (watch.dialogs.append(dialog.message), dialog.dismiss()))
+    try:
+        yield watch
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / screenshot), full_page=True)
+    finally:
+        context.close()
+    assert watch.errors == [], f"browser errors: {watch.errors}"
+    assert watch.outside == [], f"requests to anything but the file: {watch.outside}"

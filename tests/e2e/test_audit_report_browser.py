@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from cds_service.audit.report import write_html
-from tests.e2e.conftest import ARTIFACTS
+from tests.e2e.conftest import watched_page
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -63,17 +63,8 @@ def realistic_summary() -> dict[str, Any]:
 def test_report_opens_offline_without_errors_and_shows_tables_and_charts(browser: Any, tmp_path: Path) -> None:
     report = tmp_path / "report.html"
     write_html(realistic_summary(), report)
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    outside: list[str] = []
-    dialogs: list[str] = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("requestfailed", lambda req: errors.append(f"request failed: {req.url} {req.failure}"))
-    page.on("request", lambda req: outside.append(req.url) if not req.url.startswith("file://") else None)
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-    try:
+    with watched_page(browser, lambda url: url.startswith("file://"), "audit-report.png") as watch:
+        page = watch.page
         page.goto(report.as_uri(), wait_until="load")
         page.wait_for_timeout(300)  # time for a late request or an injected handler to show up, were there one
 
@@ -93,11 +84,4 @@ def test_report_opens_offline_without_errors_and_shows_tables_and_charts(browser
         assert "<script>alert('skipped')</script>" in page.locator("#skipped-table").inner_text()
         assert page.locator("script").count() == 0
         assert page.evaluate("document.querySelectorAll('[src]').length") == 0
-
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "audit-report.png"), full_page=True)
-    finally:
-        context.close()
-    assert errors == [], f"browser errors: {errors}"
-    assert outside == [], f"requests to anything but the file: {outside}"
-    assert dialogs == [], f"dialogs opened: {dialogs}"
+    assert watch.dialogs == [], f"dialogs opened: {watch.dialogs}"

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import ARTIFACTS, run_cli
+from tests.e2e.conftest import run_cli, watched_page
 from tests.integration.test_audit import make_export
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -34,16 +34,10 @@ def test_the_report_of_a_real_run_opens_without_errors_and_matches_summary_json(
     summary = json.loads((audited / "summary.json").read_text())
     with open(audited / "findings.csv", newline="", encoding="utf-8") as fh:
         assert summary["findings"] == sum(1 for _ in csv.DictReader(fh)) > 500
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    page = context.new_page()
-    errors: list[str] = []
-    outside: list[str] = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("requestfailed", lambda req: errors.append(f"request failed: {req.url} {req.failure}"))
-    page.on("request", lambda req: outside.append(req.url) if req.url != (audited / "report.html").as_uri() else None)
-    try:
-        page.goto((audited / "report.html").as_uri(), wait_until="load")
+    report = (audited / "report.html").as_uri()
+    with watched_page(browser, lambda url: url == report, "audit-report-real.png") as watch:
+        page = watch.page
+        page.goto(report, wait_until="load")
         page.wait_for_timeout(300)  # time for a late request to show up, were there one
 
         rows = page.locator("#rule-table tbody tr")
@@ -57,9 +51,3 @@ def test_the_report_of_a_real_run_opens_without_errors_and_matches_summary_json(
         assert page.locator("#rule-chart g.bar").count() == len(summary["by_rule"])
         assert page.locator("#encounter-table tbody tr").count() == len(summary["top_encounters"]) == 20
 
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "audit-report-real.png"), full_page=True)
-    finally:
-        context.close()
-    assert errors == [], f"browser errors: {errors}"
-    assert outside == [], f"requests to anything but the file: {outside}"
