@@ -58,7 +58,7 @@ def build(settings: Settings, store: FeedbackStore, templates: dict[str, CardTem
             clock_skew=settings.raw["auth"].get("clock_skew_seconds", 5),
             store=store,
         )
-    parse.models()  # generate the FHIR validators now rather than on the first hook call
+    parse.structs()  # generate the FHIR validators now rather than on the first hook call
     protocol.compile_checks()
     return Runtime(
         settings=settings,
@@ -80,6 +80,7 @@ def fhir_client_factory(settings: Settings) -> ClientFactory:
             token,
             deadline=time.monotonic() + settings.fhir.deadline_seconds,
             max_bytes=settings.fhir.max_response_bytes,
+            max_depth=settings.max_json_depth,
         )
 
     return make

@@ -13,9 +13,11 @@ import urllib3
 
 from cds_service import metrics
 from cds_service.errors import FhirDataUnavailable
+from cds_service.web.body import parsed_too_deep
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 CHUNK = 64 * 1024
+DEFAULT_MAX_DEPTH = 100  # server.max_json_depth's default
 
 
 def _origin_and_path(url: str) -> tuple[str, str, int, str] | None:
@@ -67,12 +69,14 @@ class FhirClient:
         *,
         deadline: float,
         max_bytes: int,
+        max_depth: int = DEFAULT_MAX_DEPTH,
         session: requests.Session | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._token = token
         self.deadline = deadline  # time.monotonic() value
         self.max_bytes = max_bytes
+        self.max_depth = max_depth  # as for a hook's body: the validators read what JSON lets through
         self.session = session or requests.Session()
         self.session.trust_env = False  # never route the token through an environment proxy
 
@@ -117,8 +121,10 @@ class FhirClient:
                 ) from None
             try:
                 data = json.loads(body)
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise FetchFailed("invalid", "The FHIR server answered with something that is not JSON.") from None
+            if parsed_too_deep(body, data, self.max_depth):
+                raise FetchFailed("invalid", "The FHIR server answered with JSON nested too deeply.")
             if not isinstance(data, dict):
                 raise FetchFailed("invalid", "The FHIR server answered with something that is not a resource.")
             outcome = "ok"

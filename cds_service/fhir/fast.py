@@ -93,14 +93,25 @@ def _check_rules(self: FastModel) -> FastModel:
 @functools.cache
 def model_for(cls: type[FHIRAbstractModel]) -> type[FastModel]:
     """The generated model of a fhir.resources class, with every model it nests (built once, then cached)."""
+    model: type[FastModel] = generate_closure(cls, _name, _generate, globals())
+    model.model_rebuild()
+    return model
+
+
+Generate = typing.Callable[[type[FHIRAbstractModel], list[type[FHIRAbstractModel]]], Any]
+
+
+def generate_closure(
+    cls: type[FHIRAbstractModel], name: typing.Callable[[type], str], generate: Generate, namespace: dict[str, Any]
+) -> Any:
+    """Generate the class for cls and for every class it nests (which `generate` appends to its pending list),
+    each under its name in namespace, where the annotations of the others find it."""
     pending = [cls]
     while pending:
         klass = pending.pop()
-        if _name(klass) not in globals():
-            globals()[_name(klass)] = _generate(klass, pending)
-    model: type[FastModel] = globals()[_name(cls)]
-    model.model_rebuild()
-    return model
+        if name(klass) not in namespace:
+            namespace[name(klass)] = generate(klass, pending)
+    return namespace[name(cls)]
 
 
 def _name(klass: type[FHIRAbstractModel]) -> str:

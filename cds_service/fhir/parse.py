@@ -1,8 +1,10 @@
 """Read FHIR R4 JSON, validated against the fhir.resources R4B models, tolerantly: a bad resource is set aside.
 
-Validation goes through the models `fhir.fast` generates from fhir.resources (same verdicts and values,
-at pydantic-core speed). An administration linked to another encounter is history: only the elements
-the frequency rule reads (drug, status, date, links) are validated and kept; see `HISTORY_ELEMENTS`.
+Validation goes first through the Structs `fhir.structs` generates from fhir.resources (msgspec, which only
+accepts), then, for what they refuse, through the models `fhir.fast` generates (pydantic-core, which decides
+and describes the errors): the same verdicts and values as fhir.resources. An administration linked to
+another encounter is history: only the elements the frequency rule reads (drug, status, date, links) are
+validated and kept; see `HISTORY_ELEMENTS`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from cds_service.fhir import structs as struct_pass
 from cds_service.fhir.fast import FastModel, model_for
+from cds_service.fhir.structs import FhirStruct
 from cds_service.rules.model import InvalidResource
 
 READ_TYPES = frozenset(
@@ -31,8 +35,8 @@ HISTORY_ELEMENTS = (
     "subject", "context", "effectiveDateTime", "_effectiveDateTime", "effectivePeriod",
 )
 
-# The resources are typed loosely: they are generated models that read like fhir.resources ones.
-Resource = FastModel
+# The resources are typed loosely: generated Structs or models that read like fhir.resources ones.
+Resource = FhirStruct | FastModel
 
 
 @dataclass
@@ -76,6 +80,13 @@ def models() -> dict[str, type[FastModel]]:
     return {rtype: model_for(get_fhir_model_class(rtype)) for rtype in sorted(READ_TYPES | CONTAINED_TYPES)}
 
 
+@functools.cache
+def structs() -> dict[str, type[FhirStruct]]:
+    """The generated Struct of each type read (built with the models; apps call it at start)."""
+    models()
+    return struct_pass.structs(READ_TYPES | CONTAINED_TYPES)
+
+
 def validate(where: str, data: Any, into: Resources, *, history: bool = False) -> Any | None:
     """Validate one resource of a type the service reads; record it as invalid when it fails.
 
@@ -90,7 +101,8 @@ def validate(where: str, data: Any, into: Resources, *, history: bool = False) -
     try:
         if history:
             data = {key: data[key] for key in HISTORY_ELEMENTS if key in data}
-        return models()[rtype].model_validate(data)
+        accepted = struct_pass.accept(structs()[rtype], data)
+        return accepted if accepted is not None else models()[rtype].model_validate(data)
     except ValidationError as exc:
         into.invalid.append(InvalidResource(where, rtype, rid, describe_errors(exc)))
     except (TypeError, ValueError, RecursionError) as exc:  # fhir.resources' own path, for contained resources

@@ -99,6 +99,14 @@ def depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
+def parsed_too_deep(raw: bytes, value: Any, limit: int) -> bool:
+    """Whether JSON text, already parsed as value, nests deeper than limit: read from the text when it is
+    UTF-8 (with or without a byte order mark), else from the parsed value."""
+    if json.detect_encoding(raw) in ("utf-8", "utf-8-sig"):
+        return nesting_exceeds(raw, limit)
+    return depth_exceeds(value, limit)
+
+
 def read_json(request: Request, max_depth: int) -> Any:
     """The parsed body; 415 when it is not JSON, 413 past the size limit, 400 when malformed or too deep."""
     if not is_json(request):

@@ -263,8 +263,8 @@ def slow(_request: Request) -> Response:
     return Response("{}", content_type=FHIR_JSON)
 
 
-@pytest.mark.parametrize("outcome", ["too_large", "invalid", "invalid-shape", "timeout", "timeout-before-sending",
-                                     "unreachable", "not_found-not-ok"])
+@pytest.mark.parametrize("outcome", ["too_large", "invalid", "invalid-shape", "invalid-too-deep", "timeout",
+                                     "timeout-before-sending", "unreachable", "not_found-not-ok"])
 def test_each_failure_of_a_get_has_its_outcome(stub: HTTPServer, outcome: str) -> None:
     base = base_of(stub)
     url = f"{base}/Patient/p1"
@@ -276,6 +276,11 @@ def test_each_failure_of_a_get_has_its_outcome(stub: HTTPServer, outcome: str) -
         stub.expect_request("/fhir/Patient/p1").respond_with_data("<html>", content_type="text/html")
     elif outcome == "invalid-shape":
         stub.expect_request("/fhir/Patient/p1").respond_with_json([1, 2])
+    elif outcome == "invalid-too-deep":  # deeper than the limit of a hook's body, max_json_depth
+        deep: Any = {"url": "http://example.org/leaf", "valueString": "x"}
+        for _ in range(50):  # 101 levels of objects and arrays
+            deep = {"url": "http://example.org/nest", "extension": [deep]}
+        stub.expect_request("/fhir/Patient/p1").respond_with_json({"resourceType": "Patient", "extension": [deep]})
     elif outcome == "timeout":
         stub.expect_request("/fhir/Patient/p1").respond_with_handler(slow)
         client = fhir_client(base, deadline=0.2)

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cds_service.errors import InvalidHookRequest
-from cds_service.web.body import loads, nesting_exceeds
+from cds_service.web.body import loads, nesting_exceeds, parsed_too_deep
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(alphabet='[]{}"\\ab,:\u00e9'),
@@ -73,3 +73,13 @@ def test_the_slow_path_keeps_the_nesting_limit() -> None:
 def test_brackets_inside_strings_do_not_count() -> None:
     raw = json.dumps({"text": "[[[[[[[[[[ {{{{ \\\" [[[["}).encode()
     assert loads(raw, 1) == {"text": "[[[[[[[[[[ {{{{ \\\" [[[["}
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-32-le"])
+@pytest.mark.parametrize(("n", "too_deep"), [(10, False), (11, True)])
+def test_a_parsed_answer_is_measured_in_any_json_encoding(encoding: str, n: int, too_deep: bool) -> None:
+    value: Any = "leaf"
+    for _ in range(n):
+        value = {'a\\"[': [value]} if n % 2 else [{"b{": value}]  # brackets and escapes inside keys
+    raw = json.dumps(value).encode(encoding)
+    assert parsed_too_deep(raw, json.loads(raw), 20) is too_deep

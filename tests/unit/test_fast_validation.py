@@ -1,23 +1,29 @@
-"""The generated validators (cds_service/fhir/fast.py) against fhir.resources R4B itself.
+"""The generated validators (cds_service/fhir/fast.py and structs.py) against fhir.resources R4B itself.
 
 Every resource of a type the service reads, found anywhere in the test fixtures and in ../shared (the
 official R4 examples, Synthea, the CDS Hooks examples, the scenarios), plus systematic mutations of each
 one: dropped elements, wrong JSON types, nulls in lists, unknown elements, two choices of one [x]
-element. For each, both must give the same verdict, and when valid, the same values.
+element. For each, the pydantic models must give fhir.resources' verdict, and when valid, the same
+values; the msgspec Structs, which only accept, may accept only what fhir.resources accepts, with the same
+values.
 """
 
 from __future__ import annotations
 
 import copy
+import decimal
 import json
+import sys
 from collections.abc import Iterator
 from typing import Any
 
+import msgspec
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
-from pydantic import BaseModel, ValidationError
+from fhir_core import types as fhir_types
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
-from cds_service.fhir import parse
+from cds_service.fhir import parse, structs
 from tests.conftest import FIXTURES, ROOT
 
 SOURCES = [FIXTURES, ROOT / "cds_service" / "console" / "examples", ROOT.parent / "shared"]
@@ -58,8 +64,8 @@ CORPUS = corpus()
 
 def plain(value: Any) -> Any:
     """A model as nested dicts by field name, without unset fields, for comparing two model families."""
-    if isinstance(value, BaseModel):
-        fields = type(value).model_fields
+    if isinstance(value, BaseModel | msgspec.Struct):
+        fields = type(value).model_fields if isinstance(value, BaseModel) else value.__struct_fields__
         return {name: plain(getattr(value, name)) for name in fields
                 if name != "resource_type" and getattr(value, name) is not None}
     if isinstance(value, list):
@@ -80,8 +86,12 @@ def verdict(data: Any) -> tuple[bool, Any]:
     assert (full is None) == (fast is None), (
         f"fhir.resources says {'invalid' if full is None else 'valid'}, the fast model the opposite"
     )
+    quick = structs.accept(parse.structs()[rtype], data)
+    assert quick is None or full is not None, "the Structs accept what fhir.resources refuses"
     if full is not None:
         assert plain(fast) == plain(full)
+        if quick is not None:
+            assert plain(quick) == plain(full)
     return full is not None, fast
 
 
@@ -129,11 +139,17 @@ def wrong_values(value: Any) -> Iterator[tuple[str, Any]]:
         yield "an object", {"value": value}
         yield "empty string", ""
         yield "padded", f" {value} "
+        yield "a final newline", f"{value}\n"
+        yield "only a vertical tab", "\v"
+        yield "two inner spaces", value.replace(" ", "  ") if " " in value else f"{value}  x"
     elif isinstance(value, bool):
         yield "a string", "true"
     elif isinstance(value, int | float):
         yield "a string", str(value)
         yield "huge", 10**30
+        yield "a float", value + 0.5
+        yield "negative", -value - 1
+        yield "a boolean", True
 
 
 def test_the_corpus_holds_every_type_read() -> None:
@@ -181,7 +197,9 @@ def test_invalid_resources_are_described_by_path_without_their_values() -> None:
     assert "123-45-6789" not in text
 
 
-def test_a_contained_resource_nested_past_the_recursion_limit_is_invalid_not_a_crash() -> None:
+def test_a_deeply_nested_contained_resource_is_read_without_a_crash() -> None:
+    """Past pydantic's recursion limit: the Structs read it (the depth of JSON is bounded where it is read,
+    by server.max_json_depth, for a hook's body and the FHIR server's answers alike)."""
     extension: dict[str, Any] = {"url": "http://example.org/leaf", "valueString": "x"}
     for _ in range(400):
         extension = {"url": "http://example.org/nest", "extension": [extension]}
@@ -190,8 +208,57 @@ def test_a_contained_resource_nested_past_the_recursion_limit_is_invalid_not_a_c
             "medicationReference": {"reference": "#med"},
             "contained": [{"resourceType": "Medication", "id": "med", "extension": [extension]}]}
     into = parse.Resources()
-    assert parse.validate("administrations", data, into) is None
-    assert [(p.resource_type, p.resource_id) for p in into.invalid] == [("MedicationAdministration", "deep")]
+    admin = parse.validate("administrations", data, into)
+    assert not into.invalid
+    assert admin.contained[0].get_resource_type() == "Medication" and admin.contained[0].id == "med"
+
+
+def test_the_structs_accept_every_valid_resource_of_the_corpus_in_strict_json() -> None:
+    """The fast path is the usual one: it leaves to pydantic only contained types it has no Struct for."""
+    known = set(structs.RESOURCES)
+    for resource in CORPUS:
+        _valid, fast = verdict(copy.deepcopy(resource))
+        if fast is not None and all(c.get("resourceType") in known for c in resource.get("contained", [])):
+            assert structs.accept(parse.structs()[resource["resourceType"]], resource) is not None, resource.get("id")
+
+
+PATTERNED = {name: getattr(fhir_types, name) for name in ("StringType", "CodeType", "IdType", "OidType", "UriType")}
+PATTERN_STRUCT = {
+    name: msgspec.defstruct(f"Only{name}", [("value", structs._primitive(annotation))])
+    for name, annotation in PATTERNED.items()
+}
+SPACES = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace() or chr(c).isprintable() is False and c < 0x3000]
+
+
+@pytest.mark.parametrize("name", sorted(PATTERNED))
+def test_a_pattern_read_by_python_accepts_only_what_pydantic_accepts(name: str) -> None:
+    """pydantic-core's Rust regex and Python's re differ on whitespace and on `$`: check every whitespace
+    or control character alone, around a word and inside one."""
+    adapter, struct = TypeAdapter(PATTERNED[name]), PATTERN_STRUCT[name]
+    for char in SPACES:
+        for text in (char, f"a{char}", f"{char}a", f"a{char}b", f"a{char}{char}b", f"urn:oid:1.2{char}"):
+            try:
+                msgspec.convert({"value": text}, struct, strict=True)
+            except msgspec.ValidationError:
+                continue
+            assert adapter.validate_python(text) == text, repr(text)
+
+
+@pytest.mark.parametrize("value", [1, 0, -0.0, 0.1, 1e-7, 2.5e30, 10**30, 1.0, 3.14159265358979, "1.5", True])
+def test_a_decimal_has_the_value_fhir_resources_gives_it(value: Any) -> None:
+    data = {"resourceType": "MedicationAdministration", "status": "completed", "subject": {"reference": "Patient/p"},
+            "effectiveDateTime": "2025-03-04", "medicationCodeableConcept": {"text": "B12"},
+            "dosage": {"dose": {"value": value, "unit": "ug"}}}
+    try:
+        full = get_fhir_model_class("MedicationAdministration").model_validate(data).dosage.dose.value
+    except ValidationError:
+        full = None
+    quick = structs.accept(parse.structs()["MedicationAdministration"], data)
+    assert quick is None or full is not None
+    if quick is not None:
+        got = quick.dosage.dose.value
+        assert type(got) is type(full) and str(got) == str(full)
+        assert isinstance(got, decimal.Decimal | int | float)
 
 
 @pytest.mark.parametrize("entry", [True, "x", {"resource": {}}, 7])

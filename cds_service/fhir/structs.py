@@ -1,0 +1,242 @@
+"""FHIR R4 validation at msgspec speed: a first pass that only accepts, generated from the fhir.resources R4B models.
+
+msgspec reads a resource's JSON value into Structs in C, about ten times faster than pydantic-core builds
+models. Each Struct mirrors one fhir.resources class, as `fhir.fast`'s models do: the same elements,
+aliases, cardinalities and model rules (unknown elements refused, `resourceType` checked, one type per
+choice element `nnn[x]`, required primitives or their `_nnn` extension, a `_nnn` object that says
+something, no null in a list of complex elements). The primitives:
+
+- a string, code, id, uri, oid or markdown is a str under fhir_core's own pattern and length limits.
+  pydantic-core reads a pattern with the Rust regex engine, this pass with Python's `re`: `$` is written
+  `\\Z` (end of text, as Rust's `$`), and Python counts more characters as whitespace than Rust does
+  (U+001C to U+001F), so a string that `re` accepts, Rust accepts too;
+- an integer is an int within fhir_core's bounds, a boolean a bool;
+- a primitive that fhir_core converts in Python (decimal, date, dateTime, instant, time, url, xhtml,
+  base64Binary, uuid) goes through the very fhir_core type, by pydantic, so its value is the same.
+
+The pass is strict where pydantic is lax: a number written as a string, an integer as a float, an
+element given by its Python name. Whatever the pass refuses, the caller gives to `fhir.fast`, which
+decides and describes the errors, so the verdict is always fhir.resources'. tests/unit/
+test_fast_validation.py holds the pass to fhir.resources: whatever it accepts, fhir.resources accepts,
+with the same values.
+"""
+
+from __future__ import annotations
+
+import abc
+import functools
+import re
+import types
+import typing
+from typing import Any, ClassVar
+
+import annotated_types
+import msgspec
+from fhir_core.fhirabstractmodel import FHIRAbstractModel
+from fhir_core.types import FhirBase
+from pydantic import TypeAdapter
+
+from cds_service.fhir import fast
+
+__all__ = ["FhirStruct", "accept", "struct_for"]
+
+CONVERTED_CACHE = 2048  # per primitive type: the dates and codes of one request repeat
+
+
+class FhirStruct(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
+    """The base of every generated Struct: read like a fhir.resources model, by element name."""
+
+    __resource_type__: ClassVar[str] = ""
+    __choices__: ClassVar[tuple[tuple[str, tuple[str, ...], bool], ...]] = ()
+    __required_primitives__: ClassVar[tuple[tuple[str, str, str | None], ...]] = ()
+    __before__: ClassVar[tuple[Any, ...]] = ()  # fhir.resources' own before-validators, with (name, alias)s
+    __aliases__: ClassVar[tuple[tuple[str, str], ...]] = ()
+
+    @classmethod
+    def get_resource_type(cls) -> str:
+        return cls.__resource_type__
+
+
+def _post_init(self: FhirStruct) -> None:
+    """The model rules of fhir_core (see `fast._check_rules`), for the classes that have them."""
+    for prefix, fields, required in self.__choices__:
+        given = sum(1 for name in fields if getattr(self, name) is not None)
+        if given > 1 or (required and not given):
+            raise ValueError(f"{prefix}[x]: expected one of {', '.join(fields)}, got {given}")
+    for name, alias, ext in self.__required_primitives__:
+        if getattr(self, name) is None:
+            sibling = getattr(self, ext) if ext else None
+            if sibling is None or not getattr(sibling, "extension", None):
+                raise ValueError(f"Value for the field '{alias}' is required.")
+    if self.__before__:
+        values = {alias: getattr(self, name) for name, alias in self.__aliases__ if getattr(self, name) is not None}
+        for validator in self.__before__:
+            validator(values)  # raises a PydanticCustomError, a ValueError
+
+
+class Converted(abc.ABC):  # noqa: B024 - no abstract method: an ABC only for the hook below
+    """A primitive fhir_core converts in Python; its value is whatever fhir_core returns.
+
+    msgspec checks that a hook's value is an instance of the declared type: every value is one."""
+
+    convert: ClassVar[Any]
+
+    @classmethod
+    def __subclasshook__(cls, other: type) -> bool:
+        return True
+
+
+def _hook(kind: type, value: Any) -> Any:
+    convert = getattr(kind, "convert", None)
+    if convert is None:
+        raise NotImplementedError(kind)
+    return convert(value)  # unhashable input: a TypeError, which msgspec reports as invalid
+
+
+@functools.cache
+def _converted(annotation: Any) -> type[Converted]:
+    """One Converted subclass per fhir_core primitive type, validating and converting as pydantic does."""
+    adapter = TypeAdapter(annotation)
+    args = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Annotated else (annotation,)
+    visit = next((getattr(a, "__visit_name__", "") for a in args[1:] if hasattr(a, "__visit_name__")), "")
+    name = f"Converted{visit or getattr(args[0], '__name__', 'Value')}"
+    convert = functools.lru_cache(maxsize=CONVERTED_CACHE, typed=True)(adapter.validate_python)
+    kind: type[Converted] = type(name, (Converted,), {"convert": staticmethod(convert), "__module__": __name__})
+    return kind
+
+
+def python_pattern(pattern: str) -> str:
+    """A pydantic-core (Rust) pattern for Python's `re`: `$` is the end of the text, `\\Z` in Python."""
+    return re.sub(r"(?<!\\)\$", r"\\Z", pattern)
+
+
+def inert(extra: Any) -> bool:
+    """Metadata that pydantic ignores, as it ignores fhir_core's Xhtml marker: not a constraint, no schema."""
+    return not (
+        isinstance(extra, annotated_types.BaseMetadata | annotated_types.GroupedMetadata)
+        or any(hasattr(extra, hook) for hook in ("__get_pydantic_core_schema__", "__get_pydantic_json_schema__"))
+        or callable(extra)
+    )
+
+
+def always_matches(pattern: str) -> bool:
+    """A pattern that matches the empty string with no assertion in it matches at the start of any text
+    (fhir_core's uri and markdown): no need to run it."""
+    return re.fullmatch(pattern, "") is not None and re.search(r"[\^$]|\\[AZbB1-9]|\(\?", pattern) is None
+
+
+def _primitive(annotation: Any) -> Any:
+    """A fhir_core primitive: a constrained str or int when msgspec can check it, else Converted."""
+    base, *extras = typing.get_args(annotation)
+    meta: dict[str, Any] = {}
+    for extra in extras:
+        if base in (str, int) and inert(extra):
+            continue
+        if base not in (str, int) or not isinstance(extra, annotated_types.GroupedMetadata):
+            return _converted(annotation)
+        for part in extra:
+            if isinstance(part, annotated_types.MinLen):
+                meta["min_length"] = part.min_length
+            elif isinstance(part, annotated_types.MaxLen):
+                meta["max_length"] = part.max_length
+            elif isinstance(part, annotated_types.Ge):
+                meta["ge"] = part.ge
+            elif isinstance(part, annotated_types.Le):
+                meta["le"] = part.le
+            elif type(part).__name__ == "_PydanticGeneralMetadata" and set(vars(part)) == {"pattern"}:
+                if not always_matches(vars(part)["pattern"]):
+                    meta["pattern"] = python_pattern(vars(part)["pattern"])
+            else:
+                return _converted(annotation)
+    return typing.Annotated[base, msgspec.Meta(**meta)] if meta else base
+
+
+def struct_for(cls: type[FHIRAbstractModel]) -> type[FhirStruct]:
+    """The generated Struct of a fhir.resources class (built with every class it nests, then cached)."""
+    struct: type[FhirStruct] = fast.generate_closure(cls, _name, _generate, globals())
+    return struct
+
+
+def _name(klass: type[FHIRAbstractModel]) -> str:
+    return f"Struct{klass.__name__}"
+
+
+def _generate(cls: type[FHIRAbstractModel], pending: list[type[FHIRAbstractModel]]) -> type[FhirStruct]:
+    model = fast.model_for(cls)  # the rules, as the pydantic pass reads them
+    fields: list[tuple[str, Any, Any]] = []
+    aliases = []
+    for name, info in cls.model_fields.items():
+        alias = info.alias or name
+        aliases.append((name, alias))
+        default = msgspec.NODEFAULT if info.is_required() else info.default
+        if isinstance(default, list | dict):
+            raise NotImplementedError(f"{cls.__name__}.{name}: a mutable default")  # none in R4B
+        fields.append((name, _convert(info.annotation, pending), msgspec.field(default=default, name=alias)))
+    before = tuple(
+        decorator.func for key, decorator in cls.__pydantic_decorators__.model_validators.items()
+        if key not in fast.COMMON_VALIDATORS
+    )
+    namespace: dict[str, Any] = {
+        "__resource_type__": cls.__resource_type__,
+        "__choices__": model.__choices__,
+        "__required_primitives__": model.__required_primitives__,
+        "__before__": before,
+        "__aliases__": tuple(aliases) if before else (),
+    }
+    if model.__choices__ or model.__required_primitives__ or before:
+        namespace["__post_init__"] = _post_init
+    options: dict[str, Any] = {}
+    if cls.has_resource_base():
+        options = {"tag_field": "resourceType", "tag": cls.__resource_type__}
+    struct: type[FhirStruct] = msgspec.defstruct(  # type: ignore[assignment]  # its base is FhirStruct
+        _name(cls), fields, bases=(FhirStruct,), module=__name__, namespace=namespace,
+        kw_only=True, forbid_unknown_fields=True, gc=False, **options,
+    )
+    if cls.has_resource_base():
+        RESOURCES[cls.__resource_type__] = struct
+    return struct
+
+
+RESOURCES: dict[str, type[FhirStruct]] = {}  # the generated resource Structs, by resourceType
+
+
+def _convert(annotation: Any, pending: list[type[FHIRAbstractModel]]) -> Any:
+    """An annotation of fhir.resources for msgspec: nested elements by their Structs, primitives as above."""
+    if isinstance(annotation, type) and issubclass(annotation, FhirBase) and hasattr(annotation, "get_model_klass"):
+        klass = annotation.get_model_klass()
+        if klass.__name__ in {"Resource", "DomainResource"}:
+            return typing.ForwardRef("AnyResource")  # a contained resource: one of the generated ones, by type
+        pending.append(klass)
+        return typing.ForwardRef(_name(klass))
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return _primitive(annotation)
+    args = typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[tuple(_convert(a, pending) for a in args)]  # noqa: UP007 - built from a tuple
+    if origin is list:
+        return list[_convert(args[0], pending)]  # type: ignore[misc]
+    if annotation in (str, int, bool, type(None)):
+        return annotation
+    return _converted(annotation)  # none in R4B beyond the above
+
+
+@functools.cache
+def structs(resource_types: frozenset[str]) -> dict[str, type[FhirStruct]]:
+    """The Structs of these resource types, and what they nest; a contained resource is one of them."""
+    from fhir.resources.R4B import get_fhir_model_class
+
+    out = {rtype: struct_for(get_fhir_model_class(rtype)) for rtype in sorted(resource_types)}
+    members = tuple(RESOURCES.values())
+    globals()["AnyResource"] = typing.Union[members] if len(members) > 1 else members[0]  # noqa: UP007
+    for struct in out.values():
+        msgspec.inspect.type_info(struct)  # resolve every annotation now, not on the first request
+    return out
+
+
+def accept(struct: type[FhirStruct], data: Any) -> FhirStruct | None:
+    """The resource as a Struct, or None when this pass does not accept it (then fhir.fast decides)."""
+    try:
+        return msgspec.convert(data, struct, strict=True, dec_hook=_hook)
+    except (msgspec.ValidationError, RecursionError):
+        return None
