@@ -44,14 +44,18 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 __all__ = ["FastModel", "ValidationError", "model_for"]
 
 
+Choices = tuple[tuple[str, tuple[str, ...], bool], ...]  # (prefix, fields, required)
+RequiredPrimitives = tuple[tuple[str, str, str | None], ...]  # (field, alias, the `_field` sibling's field)
+
+
 class FastModel(BaseModel):
     """The base of every generated model: read like a fhir.resources model, by element name."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True, defer_build=True)
 
     __resource_type__: typing.ClassVar[str] = ""
-    __choices__: typing.ClassVar[tuple[tuple[str, tuple[str, ...], bool], ...]] = ()  # (prefix, fields, required)
-    __required_primitives__: typing.ClassVar[tuple[tuple[str, str, str | None], ...]] = ()  # (field, alias, ext)
+    __choices__: typing.ClassVar[Choices] = ()
+    __required_primitives__: typing.ClassVar[RequiredPrimitives] = ()
 
     @classmethod
     def get_resource_type(cls) -> str:
@@ -118,6 +122,18 @@ def _name(klass: type[FHIRAbstractModel]) -> str:
     return f"Fast{klass.__name__}"  # class names are unique across fhir.resources.R4B
 
 
+def model_rules(cls: type[FHIRAbstractModel]) -> tuple[Choices, RequiredPrimitives]:
+    """The choice elements and the required primitives of a class, as fhir_core's after-validator reads them."""
+    probe = cls.model_construct()
+    choices = tuple(
+        (prefix, tuple(names), bool((cls.model_fields[names[0]].json_schema_extra or {}).get("one_of_many_required")))  # type: ignore[union-attr]
+        for prefix, names in probe.get_one_of_many_fields().items()
+    )
+    aliases = {info.alias or name: name for name, info in cls.model_fields.items()}
+    required = tuple((aliases.get(alias, alias), alias, ext) for alias, ext in probe.get_required_fields())
+    return choices, required
+
+
 def _generate(cls: type[FHIRAbstractModel], pending: list[type[FHIRAbstractModel]]) -> type[FastModel]:
     """One generated model; the classes it nests are appended to `pending` and referred to by name."""
     fields: dict[str, Any] = {}
@@ -127,13 +143,7 @@ def _generate(cls: type[FHIRAbstractModel], pending: list[type[FHIRAbstractModel
         fields[name] = (annotation, Field(default, alias=info.alias or name))
     resource_type = cls.__resource_type__
     fields["resource_type"] = (Literal[resource_type] | None, Field(None, alias="resourceType"))  # type: ignore[valid-type]
-    probe = cls.model_construct()
-    choices = tuple(
-        (prefix, tuple(names), bool((cls.model_fields[names[0]].json_schema_extra or {}).get("one_of_many_required")))
-        for prefix, names in probe.get_one_of_many_fields().items()
-    )
-    aliases = {info.alias or name: name for name, info in cls.model_fields.items()}
-    required = tuple((aliases.get(alias, alias), alias, ext) for alias, ext in probe.get_required_fields())
+    choices, required = model_rules(cls)
     validators: dict[str, Any] = {}
     if choices or required:
         validators["check_rules"] = model_validator(mode="after")(_check_rules)

@@ -47,8 +47,8 @@ class FhirStruct(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=Fa
     """The base of every generated Struct: read like a fhir.resources model, by element name."""
 
     __resource_type__: ClassVar[str] = ""
-    __choices__: ClassVar[tuple[tuple[str, tuple[str, ...], bool], ...]] = ()
-    __required_primitives__: ClassVar[tuple[tuple[str, str, str | None], ...]] = ()
+    __choices__: ClassVar[fast.Choices] = ()
+    __required_primitives__: ClassVar[fast.RequiredPrimitives] = ()
     __before__: ClassVar[tuple[Any, ...]] = ()  # fhir.resources' own before-validators, with (name, alias)s
     __aliases__: ClassVar[tuple[tuple[str, str], ...]] = ()
 
@@ -162,7 +162,7 @@ def _name(klass: type[FHIRAbstractModel]) -> str:
 
 
 def _generate(cls: type[FHIRAbstractModel], pending: list[type[FHIRAbstractModel]]) -> type[FhirStruct]:
-    model = fast.model_for(cls)  # the rules, as the pydantic pass reads them
+    choices, required = fast.model_rules(cls)
     fields: list[tuple[str, Any, Any]] = []
     aliases = []
     for name, info in cls.model_fields.items():
@@ -178,12 +178,12 @@ def _generate(cls: type[FHIRAbstractModel], pending: list[type[FHIRAbstractModel
     )
     namespace: dict[str, Any] = {
         "__resource_type__": cls.__resource_type__,
-        "__choices__": model.__choices__,
-        "__required_primitives__": model.__required_primitives__,
+        "__choices__": choices,
+        "__required_primitives__": required,
         "__before__": before,
         "__aliases__": tuple(aliases) if before else (),
     }
-    if model.__choices__ or model.__required_primitives__ or before:
+    if choices or required or before:
         namespace["__post_init__"] = _post_init
     options: dict[str, Any] = {}
     if cls.has_resource_base():
@@ -229,8 +229,8 @@ def structs(resource_types: frozenset[str]) -> dict[str, type[FhirStruct]]:
     out = {rtype: struct_for(get_fhir_model_class(rtype)) for rtype in sorted(resource_types)}
     members = tuple(RESOURCES.values())
     globals()["AnyResource"] = typing.Union[members] if len(members) > 1 else members[0]  # noqa: UP007
-    for struct in out.values():
-        msgspec.inspect.type_info(struct)  # resolve every annotation now, not on the first request
+    for struct in out.values():  # resolve every annotation now, not on the first request
+        accept(struct, {})
     return out
 
 
