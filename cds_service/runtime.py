@@ -58,7 +58,7 @@ def build(settings: Settings, store: FeedbackStore, templates: dict[str, CardTem
             clock_skew=settings.raw["auth"].get("clock_skew_seconds", 5),
             store=store,
         )
-    parse.structs()  # generate the FHIR validators now rather than on the first hook call
+    parse.prepare()  # generate the FHIR validators now rather than on the first hook call
     protocol.compile_checks()
     return Runtime(
         settings=settings,

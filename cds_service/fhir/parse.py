@@ -10,6 +10,7 @@ validated and kept; see `HISTORY_ELEMENTS`.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,16 +75,34 @@ def entries(value: Mapping[str, Any]) -> Iterator[tuple[str | None, Any]]:
             yield entry.get("fullUrl"), entry.get("resource")
 
 
-@functools.cache
+MODELS_LOCK = threading.Lock()
+
+
 def models() -> dict[str, type[FastModel]]:
-    """The generated model of each type read, built on first call (about 0.3 s): apps call it at start."""
+    """The generated model of each type read, built by the first caller (about 0.4 s); others wait for it."""
+    with MODELS_LOCK:
+        return _models()
+
+
+@functools.cache
+def _models() -> dict[str, type[FastModel]]:
     return {rtype: model_for(get_fhir_model_class(rtype)) for rtype in sorted(READ_TYPES | CONTAINED_TYPES)}
+
+
+def prepare() -> threading.Thread:
+    """Generate the Structs now, and the pydantic models in a background thread.
+
+    The Structs accept nearly every resource, so a worker answers as soon as they are built; a hook call
+    that needs the models before the thread is done waits for them."""
+    structs()
+    thread = threading.Thread(target=models, name="fhir-models", daemon=True)
+    thread.start()
+    return thread
 
 
 @functools.cache
 def structs() -> dict[str, type[FhirStruct]]:
-    """The generated Struct of each type read (built with the models; apps call it at start)."""
-    models()
+    """The generated Struct of each type read (about 0.1 s; apps call it at start)."""
     return struct_pass.structs(READ_TYPES | CONTAINED_TYPES)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import decimal
 import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -266,3 +267,30 @@ def test_a_bundle_whose_entry_is_not_a_list_is_one_invalid_resource(entry: Any) 
     out = parse.read({"administrations": {"resourceType": "Bundle", "type": "searchset", "entry": entry}})
     assert [(p.where, p.resource_type) for p in out.invalid] == [("administrations", "Bundle")]
     assert out.administrations == []
+
+
+def test_a_worker_reads_resources_while_the_models_are_still_being_generated() -> None:
+    """In a fresh interpreter, as a worker starts: hook calls during the background generation get the
+    same answers as after it, invalid resources included (they wait for the models)."""
+    script = """
+import json, sys, threading
+from cds_service.fhir import parse
+admin = json.loads(sys.argv[1])
+bad = {**admin, "status": 7}
+thread = parse.prepare()
+results = []
+def call():
+    into = parse.Resources()
+    results.append((parse.validate("x", admin, into) is not None, parse.validate("x", bad, into), len(into.invalid)))
+calls = [threading.Thread(target=call) for _ in range(4)]
+for t in calls: t.start()
+for t in calls: t.join()
+thread.join()
+print(json.dumps({"results": results, "alive": thread.is_alive(), "models": sorted(parse.models())}))
+"""
+    admin = next(r for r in CORPUS if r["resourceType"] == "MedicationAdministration" and "contained" not in r)
+    done = subprocess.run([sys.executable, "-c", script, json.dumps(admin)], capture_output=True, text=True,
+                          timeout=120, cwd=ROOT, check=True)
+    out = json.loads(done.stdout)
+    assert out["results"] == [[True, None, 1]] * 4
+    assert out["alive"] is False and out["models"] == sorted(parse.READ_TYPES | parse.CONTAINED_TYPES)
