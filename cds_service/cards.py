@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import hashlib
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -50,12 +51,26 @@ CODE_MEANINGS = {
     "G0010": "administration of hepatitis B vaccine (Medicare)",
 }
 UNIT_WORDS = {"ug": "mcg", "[iU]": "units", "U": "units"}
-MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
+MARKDOWN_SPECIAL = re.compile(r"[\\`*_\[\]<>|~]")
 
 
 def escape_markdown(value: Any) -> Any:
     """Keep request data from turning into markup or links when the EHR renders detail."""
-    return MARKDOWN_SPECIAL.sub(r"\\\1", value) if isinstance(value, str) else value
+    return MARKDOWN_SPECIAL.sub(backslashed, value) if isinstance(value, str) else value
+
+
+def backslashed(match: re.Match[str]) -> str:
+    return "\\" + match.group()  # a function rather than a template: re parses a template on every call
+
+
+def name_uuid(namespace: bytes, name: str) -> tuple[bytes, str]:
+    """uuid.uuid5(UUID(bytes=namespace), name), as (bytes, text), without building UUID objects (RFC 9562 5.5):
+    the first 16 bytes of SHA-1(namespace + name), with version 5 and the RFC variant set."""
+    digest = bytearray(hashlib.sha1(namespace + name.encode(), usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    text = digest.hex()
+    return bytes(digest), f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def number(value: Decimal | int | float) -> int | float:
@@ -141,7 +156,7 @@ class CardRenderer:
         cards = []
         for n, finding in enumerate(findings):
             inj = by_ref.get(finding.subject or "")
-            card_id = uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}|{finding.rule}|{finding.subject}|{n}")
+            card_id = name_uuid(CARD_NAMESPACE.bytes, f"{hook_instance}|{finding.rule}|{finding.subject}|{n}")
             cards.append(self.card(finding, visit, inj, card_id, captured or {}))
         if max_cards is not None and len(cards) > max_cards:
             keep = sorted(range(len(cards)), key=lambda i: (INDICATOR_ORDER[cards[i]["indicator"]], i))[:max_cards]
@@ -153,14 +168,15 @@ class CardRenderer:
         finding: Finding,
         visit: Visit,
         inj: Injection | None,
-        card_id: uuid.UUID,
+        card_id: tuple[bytes, str],
         captured: Mapping[str, Mapping[str, Any]],
     ) -> dict[str, Any]:
+        """One card; card_id is the (bytes, text) of its uuid, the namespace of its suggestion's."""
         template = self.templates[finding.rule]
         variables = self.variables(finding, visit, inj)
         summary = " ".join(template.summary.render(variables).split())
         card: dict[str, Any] = {
-            "uuid": str(card_id),
+            "uuid": card_id[1],
             "summary": summary if len(summary) < 140 else summary[:136] + "...",
             "detail": template.detail.render(variables).strip(),
             "indicator": self.indicators.get(finding.rule, "info"),
@@ -181,7 +197,7 @@ class CardRenderer:
         if actions and template.suggestion is not None:
             card["suggestions"] = [{
                 "label": " ".join(template.suggestion.render(variables).split()),
-                "uuid": str(uuid.uuid5(card_id, "suggestion-0")),
+                "uuid": name_uuid(card_id[0], "suggestion-0")[1],
                 "isRecommended": True,
                 "actions": actions,
             }]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -289,8 +289,8 @@ def administration(
         route = RouteClass.IV_INFUSION
     dose = dosage.dose if dosage else None
     notes = [n.text for n in ma.note or []] + [dosage.text if dosage else None]
-    return replace(
-        given(ma, found, tz),
+    return given(
+        ma, found, tz,
         **dosing(found, med, route, route_coded, dose),
         performer=bool(ma.performer),
         patient_supplied=patient_supplied(ma, notes),
@@ -304,8 +304,8 @@ def earlier_dose(ma: Any, resources: Resources, catalog: DrugCatalog, tz: dt.tzi
     return given(ma, identify(concept, med, catalog), tz)
 
 
-def given(ma: Any, found: Identified, tz: dt.tzinfo | None) -> Injection:
-    """An administration's drug, status and time: what every administration's Injection carries."""
+def given(ma: Any, found: Identified, tz: dt.tzinfo | None, **more: Any) -> Injection:
+    """An administration's drug, status and time: what every administration's Injection carries (and more)."""
     when = effective(ma)
     return Injection(
         ref=f"MedicationAdministration/{ma.id}",
@@ -317,6 +317,7 @@ def given(ma: Any, found: Identified, tz: dt.tzinfo | None) -> Injection:
         at=local_time(when, tz),
         timed=isinstance(when, dt.datetime),
         date_of_service=local_date(when, tz),
+        **more,
     )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+import uuid
 from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
@@ -12,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cds_service import config as configuration
-from cds_service.cards import CODE_SYSTEMS, MODIFIER_URL, CardRenderer, load_templates
+from cds_service.cards import CODE_SYSTEMS, MODIFIER_URL, CardRenderer, escape_markdown, load_templates, name_uuid
 from cds_service.rules import INJECTION_RULES, RULES, evaluate
 from cds_service.rules.model import (
     ChargeLine,
@@ -299,3 +301,16 @@ def test_an_update_names_the_administration_it_rests_on() -> None:
     [action] = card["suggestions"][0]["actions"]
     assert action["type"] == "update" and action["resource"]["quantity"] == {"value": 1}
     assert action["resource"].get("service") == [{"reference": inj.ref}]
+
+
+@given(namespace=st.uuids(), name=st.text())
+def test_card_ids_are_the_standard_name_based_uuids(namespace: uuid.UUID, name: str) -> None:
+    expected = uuid.uuid5(namespace, name)
+    assert name_uuid(namespace.bytes, name) == (expected.bytes, str(expected))
+
+
+@given(value=st.text(alphabet=st.sampled_from("ab \\`*_[]<>|~#()!é\n")))
+def test_markdown_escaping_puts_a_backslash_before_each_special_character(value: str) -> None:
+    escaped = escape_markdown(value)
+    assert re.sub(r"\\(.)", r"\1", escaped, flags=re.DOTALL) == value
+    assert escaped == "".join("\\" + c if c in "\\`*_[]<>|~" else c for c in value)
