@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+import orjson
+
 EXTRA_FIELDS = ("hook_instance", "error_type")
 
 
@@ -16,7 +18,7 @@ class Event(dict[str, Any]):
     everything else that reads the message (getMessage) reads it as JSON text."""
 
     def __str__(self) -> str:
-        return json.dumps(self, default=str)
+        return dumps(self)
 
 
 class JsonFormatter(logging.Formatter):
@@ -39,6 +41,14 @@ class JsonFormatter(logging.Formatter):
         for name in EXTRA_FIELDS:
             if getattr(record, name, None) is not None:
                 event[name] = getattr(record, name)
+        return dumps(event)
+
+
+def dumps(event: dict[str, Any]) -> str:
+    """One JSON line (orjson: a tenth of json.dumps' time); what JSON has no type for is written as text."""
+    try:
+        return orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:  # beyond orjson: a number past 64 bits, a nesting past 255
         return json.dumps(event, default=str)
 
 
