@@ -15,11 +15,12 @@ import atexit
 import datetime as dt
 import json
 import logging
+import math
 import os
-import queue
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -152,89 +153,130 @@ class Flush:
 
 
 Queued = tuple[sa.Table, list[dict[str, Any]]] | Flush
-starting = threading.RLock()  # guards starting a writer thread, in every store of the process
+starting = threading.RLock()  # guards starting and ending a writer thread, in every store of the process
+current_pid = os.getpid()  # os.getpid() is a system call: a put compares with this copy, renewed at each fork
 
 
-def fresh_start_lock() -> None:
-    global starting
-    starting = threading.Lock()  # a thread of the parent may have held it when the process forked
+def after_fork_in_child() -> None:
+    global starting, current_pid
+    starting = threading.RLock()  # a thread of the parent may have held it when the process forked
+    current_pid = os.getpid()
 
 
-os.register_at_fork(after_in_child=fresh_start_lock)
+os.register_at_fork(after_in_child=after_fork_in_child)
 
 
 class LogWriter:
-    """The write-behind of one store in this process: one queue and one daemon thread, started on first use."""
+    """The write-behind of one store in this process: one queue and one daemon thread, started on first use.
+
+    A put appends to a deque and reads a few attributes; it wakes the thread only when the thread sleeps for
+    want of work (`idle`) or a batch is full. `running` is true from a thread's start until that thread has
+    decided to end: it is set and cleared only under `starting`, and the thread clears it before it looks at
+    the queue a last time while a put reads it after appending, so a row is never left without a thread."""
 
     def __init__(self, engine: Engine, flush_interval: float) -> None:
         self.engine = engine
         self.flush_interval = flush_interval
-        self.queue: queue.Queue[Queued] = queue.Queue()
+        self.queue: deque[Queued] = deque()  # append and popleft are atomic: no lock
         self.pid = os.getpid()
         self.thread: threading.Thread | None = None
-        self.wake = threading.Event()  # a flush, or a queue long enough to write at once
+        self.running = False  # a thread of this process writes the queue and has not decided to end
+        self.idle = False  # the thread sleeps until woken: it found nothing queued after a flush interval
+        self.wake = threading.Event()  # a flush, a queue long enough to write at once, or a put to an idle thread
 
     def put(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
         if rows:
-            q = self.running_queue()
-            q.put((table, rows))
-            if q.qsize() >= BATCH_ITEMS:
+            if self.pid != current_pid:
+                self.forked()
+            q = self.queue
+            q.append((table, rows))
+            if not self.running:
+                self.start()
+            elif self.idle or (len(q) >= BATCH_ITEMS and not self.wake.is_set()):
                 self.wake.set()
 
     def flush(self, timeout: float, *, stop: bool = False) -> bool:
         """Wait until every row queued before the call is written (or dropped); False on timeout."""
-        if self.pid != os.getpid() or (self.thread is None and self.queue.empty()):
+        if self.pid != current_pid or (not self.running and not self.queue):
             return True  # nothing was queued by this process since the thread last stopped
         marker = Flush(stop=stop)
-        self.running_queue().put(marker)  # a thread that ended after a stop that timed out is started again
+        self.queue.append(marker)
+        if not self.running:
+            self.start()  # a thread that ended after a stop that timed out is started again
         self.wake.set()
         return marker.done.wait(timeout)
 
     def stop(self, timeout: float) -> bool:
         """Flush, then let the thread end; the next put starts a new one."""
+        return self.flush(timeout, stop=True)
+
+    def forked(self) -> None:
+        """In a forked child: a queue and a thread of its own; the parent's rows, thread and connections stay its."""
         with starting:
-            done = self.flush(timeout, stop=True)
-            if done:
-                self.thread = None
-        return done
+            if self.pid != os.getpid():
+                self.engine.dispose(close=False)
+                self.queue, self.thread, self.running, self.idle = deque(), None, False, False
+                self.wake = threading.Event()
+                self.pid = os.getpid()  # last: a put that sees the new pid sees the new queue
 
-    def running_queue(self) -> queue.Queue[Queued]:
-        """This process's queue, with its thread started on first use, and again in a forked child."""
-        if self.thread is None or self.pid != os.getpid() or not self.thread.is_alive():
+    def start(self) -> None:
+        """Start this process's thread unless one runs: on first use, and again after a stop."""
+        with starting:
+            if not self.running:
+                self.running, self.idle = True, False
+                self.thread = threading.Thread(target=self.run, args=(self.queue,), name="store-writer",
+                                               daemon=True)
+                self.thread.start()
+
+    def run(self, q: deque[Queued]) -> None:
+        try:
+            self.write_until_stopped(q)
+        except BaseException:
             with starting:
-                if self.pid != os.getpid():  # a forked child: the parent's rows, thread and connections stay its own
-                    self.engine.dispose(close=False)
-                    self.queue, self.pid, self.thread = queue.Queue(), os.getpid(), None
-                    self.wake = threading.Event()
-                if self.thread is None or not self.thread.is_alive():
-                    self.thread = threading.Thread(target=self.run, args=(self.queue,), name="store-writer",
-                                                   daemon=True)
-                    self.thread.start()
-        return self.queue
+                self.running = False  # not expected (writes never raise); the next put starts a new thread
+            raise
 
-    def run(self, q: queue.Queue[Queued]) -> None:
-        """Write what is queued, one batch at a time, until a stop marker.
+    def write_until_stopped(self, q: deque[Queued]) -> None:
+        """Write what is queued, one batch at most every flush interval, until a stop marker.
 
-        The thread sleeps on the queue only when it is empty: while rows gather for the next batch it
-        waits on `wake` (a flush or a full queue), so a request's put does not wake it each time."""
-        last_write = -self.flush_interval
+        Between batches the thread sleeps for the rest of the interval unless `wake` is set (a flush or a
+        full batch). When it then finds nothing queued it sleeps without a timeout, `idle`, and the next put
+        or flush wakes it: a quiet process does not wake every interval, and a row after a quiet spell is
+        written at once."""
+        last_write = -math.inf
         while True:
-            batch = [q.get()]
-            due = last_write + self.flush_interval  # in the past after a quiet spell: write at once
-            if not isinstance(batch[0], Flush) and self.wake.wait(max(0.0, due - time.monotonic())):
-                self.wake.clear()
-            while True:
-                try:
-                    batch.append(q.get_nowait())
-                except queue.Empty:
-                    break
+            delay = last_write + self.flush_interval - time.monotonic()
+            if delay > 0:
+                self.wake.wait(delay)
+            self.wake.clear()  # before the queue is read: a later set means rows this batch may miss
+            if not q:
+                self.idle = True  # before the queue is read again: a put appends, then reads `idle`
+                if not q:
+                    self.wake.wait()
+                self.idle = False
+                continue
+            batch: list[Queued] = []
+            while q:
+                batch.append(q.popleft())
             self.write(batch)
             last_write = time.monotonic()
             markers = [item for item in batch if isinstance(item, Flush)]
+            ending = any(marker.stop for marker in markers) and self.end(q)
             for marker in markers:
-                marker.done.set()
-            if any(marker.stop for marker in markers):
+                marker.done.set()  # after `end`: a stop that returns True finds the thread gone
+            if ending:
                 return
+
+    def end(self, q: deque[Queued]) -> bool:
+        """After a stop marker: end, unless a put queued rows since; then they are this thread's to write."""
+        with starting:
+            self.running = False  # before the queue is read: a put appends, then reads `running`
+            if q:
+                self.running = True
+                return False
+            if self.thread is threading.current_thread():
+                self.thread = None
+            return True
 
     def write(self, batch: list[Queued]) -> None:
         by_table: dict[sa.Table, list[dict[str, Any]]] = {}

@@ -8,6 +8,8 @@ import logging
 import os
 import subprocess
 import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -17,10 +19,11 @@ from prometheus_client import REGISTRY
 
 from cds_service import analytics, server
 from cds_service.protocol import parse_feedback
-from cds_service.store import FeedbackStore, metadata
+from cds_service.store import FLUSH_INTERVAL, FeedbackStore, Flush, metadata
 
 SERVICE = "injection-billing-encounter-discharge"
 CALLS, THREADS, CARDS_PER_CALL = 1000, 8, 3
+STOPS = 200
 
 
 
@@ -41,6 +44,15 @@ def hook_instances(store: FeedbackStore) -> list[str]:
 
 def write_errors(table: str) -> float:
     return REGISTRY.get_sample_value("cds_store_write_errors_total", {"table": table}) or 0.0
+
+
+def eventually(check: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def overridden(card_uuid: str) -> list[Any]:
@@ -241,3 +253,65 @@ def test_a_stop_that_timed_out_does_not_leave_the_writer_dead(store: FeedbackSto
     store.record_evaluation(SERVICE, "after the stop", 200, 1.0, [], [])
     assert store.flush(timeout=5)
     assert sorted(hook_instances(store)) == ["after the stop", "first"]
+
+
+def test_a_put_while_the_thread_ends_after_a_stop_is_written_without_another_call(store: FeedbackStore) -> None:
+    writer = store.writer
+    taken, resume = threading.Event(), threading.Event()
+    write = writer.write
+
+    def write_slowly_after_a_stop(batch: list[Any]) -> None:
+        if any(isinstance(item, Flush) and item.stop for item in batch):
+            taken.set()  # the thread has taken the stop marker and has not ended yet
+            resume.wait(5)
+        write(batch)
+
+    writer.write = write_slowly_after_a_stop  # type: ignore[method-assign]
+    store.record_evaluation(SERVICE, "before", 200, 1.0, [], [])
+    assert store.flush()
+    stopping = threading.Thread(target=writer.stop, args=(5.0,))
+    stopping.start()
+    assert taken.wait(5)
+    store.record_evaluation(SERVICE, "during the stop", 200, 1.0, [], [])
+    resume.set()
+    stopping.join(5)
+    # No flush and no other put: the ending thread writes the row, or a new one does.
+    assert eventually(lambda: hook_instances(store) == ["before", "during the stop"])
+
+
+def test_puts_racing_stops_lose_no_row_and_write_none_twice(store: FeedbackStore) -> None:
+    queued, enough = [0], threading.Event()
+
+    def put_until_enough() -> None:
+        while not enough.is_set():
+            store.record_evaluation(SERVICE, f"hi-{queued[0]}", 200, 1.0, [], [])
+            queued[0] += 1
+            if queued[0] % 10 == 0:
+                time.sleep(0.001)
+
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads interleave between nearly every bytecode: the race is run, not skipped
+    putting = threading.Thread(target=put_until_enough)
+    putting.start()
+    try:
+        for _ in range(STOPS):
+            before = queued[0]
+            assert store.writer.stop(5)
+            assert count(store, "evaluations") >= before  # what was queued before a stop is written when it returns
+    finally:
+        enough.set()
+        putting.join()
+        sys.setswitchinterval(switch)
+    assert eventually(lambda: count(store, "evaluations") >= queued[0])  # without a flush: no row left behind
+    assert count(store, "evaluations") == queued[0]
+
+
+def test_an_idle_writer_sleeps_and_wakes_for_the_next_row(store: FeedbackStore) -> None:
+    store.record_evaluation(SERVICE, "first", 200, 1.0, [], [])
+    assert store.flush()
+    time.sleep(5 * FLUSH_INTERVAL)  # nothing queued for more than an interval: the thread sleeps until woken
+    cpu = time.process_time()
+    time.sleep(0.5)
+    assert time.process_time() - cpu < 0.1  # it does not spin
+    store.record_evaluation(SERVICE, "after a quiet spell", 200, 1.0, [], [])
+    assert eventually(lambda: hook_instances(store) == ["after a quiet spell", "first"])
