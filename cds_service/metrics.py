@@ -10,6 +10,7 @@ Every label value comes from a closed set (service ids, rule ids, outcomes), nev
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -58,22 +59,29 @@ STORE_WRITE_ERRORS = Counter(
 )
 
 
+@functools.cache
+def child(metric: Counter | Histogram, *values: str) -> Any:
+    """metric.labels(*values), looked up once: the label sets are few and closed, and labels() costs a lock
+    and a check of every value on each call."""
+    return metric.labels(*values)
+
+
 def observe_request(service: str, endpoint: str, status: int, seconds: float | None) -> None:
-    REQUESTS.labels(service, endpoint, str(status)).inc()
+    child(REQUESTS, service, endpoint, str(status)).inc()
     if seconds is not None:
-        REQUEST_DURATION.labels(service, endpoint).observe(seconds)
+        child(REQUEST_DURATION, service, endpoint).observe(seconds)
 
 
 def observe_fhir_fetch(outcome: str, seconds: float | None) -> None:
     """One FHIR GET; seconds is None when the GET was never sent (refused, or no time left)."""
-    FHIR_FETCHES.labels(outcome).inc()
+    child(FHIR_FETCHES, outcome).inc()
     if seconds is not None:
         FHIR_FETCH_DURATION.observe(seconds)
 
 
 def count_cards(cards: Iterable[Mapping[str, Any]]) -> None:
     for card in cards:
-        CARDS.labels(card["source"]["topic"]["code"]).inc()
+        child(CARDS, card["source"]["topic"]["code"]).inc()
 
 
 def count_feedback(stored: Iterable[tuple[str | None, str]]) -> None:
