@@ -20,6 +20,7 @@ from typing import Any
 from flask import (
     Blueprint,
     Flask,
+    Request,
     Response,
     current_app,
     jsonify,
@@ -29,7 +30,7 @@ from flask import (
     session,
     url_for,
 )
-from flask.sessions import SecureCookieSessionInterface
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from flask.typing import ResponseReturnValue
 from itsdangerous import URLSafeTimedSerializer
 from werkzeug.exceptions import NotFound
@@ -60,6 +61,13 @@ def session_key(token: str) -> bytes:
 
 class ConsoleSessionInterface(SecureCookieSessionInterface):
     """Flask's signed-cookie session, keyed by the console token and scoped to /console."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        """Without the cookie, the empty session Flask's interface gives, without building its signer first
+        (every hook call comes here, and none carries the console's cookie)."""
+        if not request.cookies.get(self.get_cookie_name(app)):
+            return self.session_class()
+        return super().open_session(app, request)
 
     def get_signing_serializer(self, app: Flask) -> URLSafeTimedSerializer | None:
         key = session_key(app.extensions["cds"].settings.console_token)
