@@ -23,7 +23,6 @@ with the same values.
 
 from __future__ import annotations
 
-import abc
 import functools
 import re
 import types
@@ -74,16 +73,17 @@ def _post_init(self: FhirStruct) -> None:
             validator(values)  # raises a PydanticCustomError, a ValueError
 
 
-class Converted(abc.ABC):  # noqa: B024 - no abstract method: an ABC only for the hook below
-    """A primitive fhir_core converts in Python; its value is whatever fhir_core returns.
+class AnyValue(type):
+    """msgspec checks that a hook's value is an instance of the declared type: for these, every value is one."""
 
-    msgspec checks that a hook's value is an instance of the declared type: every value is one."""
+    def __instancecheck__(cls, instance: Any) -> bool:
+        return True
+
+
+class Converted(metaclass=AnyValue):
+    """A primitive fhir_core converts in Python; its value is whatever fhir_core returns."""
 
     convert: ClassVar[Any]
-
-    @classmethod
-    def __subclasshook__(cls, other: type) -> bool:
-        return True
 
 
 def _hook(kind: type, value: Any) -> Any:
