@@ -95,6 +95,7 @@ def prepare() -> threading.Thread:
     The Structs accept nearly every resource, so a worker answers as soon as they are built; a hook call
     that needs the models before the thread is done waits for them."""
     structs()
+    history_struct()
     thread = threading.Thread(target=models, name="fhir-models", daemon=True)
     thread.start()
     return thread
@@ -104,6 +105,12 @@ def prepare() -> threading.Thread:
 def structs() -> dict[str, type[FhirStruct]]:
     """The generated Struct of each type read (about 0.1 s; apps call it at start)."""
     return struct_pass.structs(READ_TYPES | CONTAINED_TYPES)
+
+
+@functools.cache
+def history_struct() -> type[FhirStruct]:
+    """An administration read for HISTORY_ELEMENTS only: msgspec passes over the rest without a copy."""
+    return struct_pass.partial(structs()["MedicationAdministration"], HISTORY_ELEMENTS)
 
 
 def validate(where: str, data: Any, into: Resources, *, history: bool = False) -> Any | None:
@@ -118,10 +125,12 @@ def validate(where: str, data: Any, into: Resources, *, history: bool = False) -
         return None
     rid = data.get("id") if isinstance(data.get("id"), str) else None
     try:
+        accepted = struct_pass.accept(history_struct() if history else structs()[rtype], data)
+        if accepted is not None:
+            return accepted
         if history:
             data = {key: data[key] for key in HISTORY_ELEMENTS if key in data}
-        accepted = struct_pass.accept(structs()[rtype], data)
-        return accepted if accepted is not None else models()[rtype].model_validate(data)
+        return models()[rtype].model_validate(data)
     except ValidationError as exc:
         into.invalid.append(InvalidResource(where, rtype, rid, describe_errors(exc)))
     except (TypeError, ValueError, RecursionError) as exc:  # fhir.resources' own path, for contained resources

@@ -27,6 +27,7 @@ import functools
 import re
 import types
 import typing
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import annotated_types
@@ -232,6 +233,46 @@ def structs(resource_types: frozenset[str]) -> dict[str, type[FhirStruct]]:
     for struct in out.values():  # resolve every annotation now, not on the first request
         accept(struct, {})
     return out
+
+
+def partial(struct: type[FhirStruct], elements: Iterable[str]) -> type[FhirStruct]:
+    """A Struct of the same resource that reads only these elements (by JSON name) and passes over the others
+    in C, unchecked, where `struct` refuses an unknown one: what a caller that reads only them validates.
+
+    Its other elements read as None, as an absent element does. Its rules are those among these elements;
+    a choice element must be wholly in or wholly out."""
+    wanted = set(elements)
+    fields = [f for f in msgspec.structs.fields(struct) if f.encode_name in wanted]
+    names = {f.name for f in fields}
+    for _prefix, choice, _required in struct.__choices__:
+        if names.intersection(choice) and not names.issuperset(choice):
+            raise ValueError(f"{struct.__name__}: choice {choice} is not wholly among {sorted(wanted)}")
+    choices = tuple(c for c in struct.__choices__ if names.issuperset(c[1]))
+    required = tuple(r for r in struct.__required_primitives__ if r[0] in names and (r[2] is None or r[2] in names))
+    skipped = frozenset(f.name for f in msgspec.structs.fields(struct)) - names
+
+    def absent(self: FhirStruct, name: str) -> None:
+        if name in skipped:
+            return None
+        raise AttributeError(name)
+
+    namespace: dict[str, Any] = {
+        "__resource_type__": struct.__resource_type__, "__choices__": choices, "__required_primitives__": required,
+        "__getattr__": absent,
+    }
+    if choices or required:
+        namespace["__post_init__"] = _post_init
+    options: dict[str, Any] = {"tag_field": "resourceType", "tag": struct.__resource_type__} if struct.__resource_type__ else {}
+    partial_struct: type[FhirStruct] = msgspec.defstruct(  # type: ignore[assignment]  # its base is FhirStruct
+        f"{struct.__name__}Partial", [
+            (f.name, f.type, msgspec.field(default=f.default, name=f.encode_name))
+            if f.default is not msgspec.NODEFAULT else (f.name, f.type, msgspec.field(name=f.encode_name))
+            for f in fields
+        ],
+        bases=(FhirStruct,), module=__name__, namespace=namespace,
+        kw_only=True, forbid_unknown_fields=False, gc=False, **options,
+    )
+    return partial_struct
 
 
 def accept(struct: type[FhirStruct], data: Any) -> FhirStruct | None:
