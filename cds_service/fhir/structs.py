@@ -10,15 +10,18 @@ something, no null in a list of complex elements). The primitives:
   pydantic-core reads a pattern with the Rust regex engine, this pass with Python's `re`: `$` is written
   `\\Z` (end of text, as Rust's `$`), and Python counts more characters as whitespace than Rust does
   (U+001C to U+001F), so a string that `re` accepts, Rust accepts too;
-- an integer is an int within fhir_core's bounds, a boolean a bool;
-- a primitive that fhir_core converts in Python (decimal, date, dateTime, instant, time, url, xhtml,
-  base64Binary, uuid) goes through the very fhir_core type, by pydantic, so its value is the same.
+- an integer is an int within fhir_core's bounds, a boolean a bool, xhtml a str (pydantic ignores its
+  marker);
+- a primitive that fhir_core converts in Python (decimal, date, dateTime, instant, time, url,
+  base64Binary, uuid) goes through the very fhir_core type, by pydantic, so its value is the same; the
+  last 2,048 values of each such type are remembered, as the dates of one request repeat.
 
 The pass is strict where pydantic is lax: a number written as a string, an integer as a float, an
 element given by its Python name. Whatever the pass refuses, the caller gives to `fhir.fast`, which
 decides and describes the errors, so the verdict is always fhir.resources'. tests/unit/
 test_fast_validation.py holds the pass to fhir.resources: whatever it accepts, fhir.resources accepts,
-with the same values.
+with the same values. `partial` derives a Struct that reads some elements only (another encounter's
+administration, for the frequency rule).
 """
 
 from __future__ import annotations
@@ -38,9 +41,9 @@ from pydantic import TypeAdapter
 
 from cds_service.fhir import fast
 
-__all__ = ["FhirStruct", "accept", "struct_for"]
+__all__ = ["FhirStruct", "accept", "partial", "struct_for", "structs"]
 
-CONVERTED_CACHE = 2048  # per primitive type: the dates and codes of one request repeat
+CONVERTED_CACHE = 2048  # values remembered per converted primitive type
 
 
 class FhirStruct(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
