@@ -265,7 +265,9 @@ def partial(struct: type[FhirStruct], elements: Iterable[str]) -> type[FhirStruc
     }
     if choices or required:
         namespace["__post_init__"] = _post_init
-    options: dict[str, Any] = {"tag_field": "resourceType", "tag": struct.__resource_type__} if struct.__resource_type__ else {}
+    options: dict[str, Any] = {}
+    if struct.__resource_type__:
+        options = {"tag_field": "resourceType", "tag": struct.__resource_type__}
     partial_struct: type[FhirStruct] = msgspec.defstruct(  # type: ignore[assignment]  # its base is FhirStruct
         f"{struct.__name__}Partial", [
             (f.name, f.type, msgspec.field(default=f.default, name=f.encode_name))
