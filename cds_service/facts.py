@@ -307,6 +307,7 @@ def earlier_dose(ma: Any, resources: Resources, catalog: DrugCatalog, tz: dt.tzi
 def given(ma: Any, found: Identified, tz: dt.tzinfo | None, **more: Any) -> Injection:
     """An administration's drug, status and time: what every administration's Injection carries (and more)."""
     when = effective(ma)
+    at = local_time(when, tz)
     return Injection(
         ref=f"MedicationAdministration/{ma.id}",
         kind="administration",
@@ -314,9 +315,9 @@ def given(ma: Any, found: Identified, tz: dt.tzinfo | None, **more: Any) -> Inje
         drug=found.product.drug if found.product else None,
         drug_coded=found.coded,
         drug_text=found.text,
-        at=local_time(when, tz),
+        at=at,
         timed=isinstance(when, dt.datetime),
-        date_of_service=local_date(when, tz),
+        date_of_service=at.date() if at is not None else local_date(when, tz),  # local_date, once converted
         **more,
     )
 
