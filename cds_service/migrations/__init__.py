@@ -1,7 +1,8 @@
 """Alembic migrations of the store, shipped in the package and run programmatically (no alembic.ini).
 
 `upgrade(engine)` brings a database to head: at start-up (FeedbackStore.create_schema) and from
-`cds-service db upgrade`. It is a no-op at head and safe when several processes start at once:
+`cds-service db upgrade`. At head it only reads the version (without importing Alembic, about a tenth
+of a worker's start-up); else it is safe when several processes start at once:
 PostgreSQL takes an advisory lock on the migrating connection, SQLite an immediate (write) transaction;
 within one process a lock serializes upgrades, as Alembic's `context` is process-global.
 """
@@ -12,13 +13,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 SCRIPT_LOCATION = Path(__file__).resolve().parent
 # pg_advisory_lock key held while migrating, so concurrent start-ups wait for each other.
@@ -26,12 +27,15 @@ ADVISORY_LOCK_KEY = 0x4344_5348_4F4F_4B53  # "CDSHOOKS"
 # The tables of 0001: a database made by create_all before migrations existed is stamped at 0001.
 INITIAL_TABLES = frozenset({"cards_issued", "feedback", "jwt_seen"})
 INITIAL_REVISION = "0001"
+HEAD = "0002"  # the newest revision in versions/ (tests/integration/test_migrations.py holds it to Alembic's head)
 # Alembic's `context` is process-global: upgrades in one process run one at a time whatever the database.
 _PROCESS_LOCK = threading.Lock()
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
     """An Alembic Config for the package's migrations; env.py uses `connection` when given."""
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(SCRIPT_LOCATION).replace("%", "%%"))
     if connection is not None:
@@ -40,6 +44,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 
 def head() -> str:
+    from alembic.script import ScriptDirectory
+
     rev = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert rev is not None
     return rev
@@ -47,6 +53,8 @@ def head() -> str:
 
 def current(engine: Engine) -> str | None:
     """The revision the database is at; None when it has never been migrated."""
+    from alembic.runtime.migration import MigrationContext
+
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
@@ -81,6 +89,11 @@ def _migration_lock(engine: Engine) -> Iterator[Connection]:
 
 def upgrade(engine: Engine, revision: str = "head") -> str:
     """Migrate the database to `revision` (head by default); return the revision it is at."""
+    if revision == "head" and at_head(engine):
+        return HEAD
+    from alembic import command
+    from alembic.runtime.migration import MigrationContext
+
     with _PROCESS_LOCK, _migration_lock(engine) as conn:
         context = MigrationContext.configure(conn)
         if context.get_current_revision() is None and INITIAL_TABLES <= set(sa.inspect(conn).get_table_names()):
@@ -89,3 +102,13 @@ def upgrade(engine: Engine, revision: str = "head") -> str:
         rev = MigrationContext.configure(conn).get_current_revision()
     assert rev is not None
     return rev
+
+
+def at_head(engine: Engine) -> bool:
+    """Whether the database's version table holds HEAD and nothing else (False when it cannot be read)."""
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(sa.text("SELECT version_num FROM alembic_version")).all()
+    except sa.exc.SQLAlchemyError:
+        return False
+    return [tuple(row) for row in rows] == [(HEAD,)]

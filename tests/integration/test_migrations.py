@@ -66,6 +66,21 @@ def test_upgrade_from_empty_then_again_does_nothing(engine: Engine) -> None:
         assert conn.execute(sa.text("SELECT count(*) FROM cards_issued")).scalar_one() == 1
 
 
+def test_the_head_the_start_up_check_knows_is_alembics_head() -> None:
+    assert migrations.HEAD == migrations.head()
+
+
+def test_a_worker_starting_on_a_database_at_head_does_not_load_alembic(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    script = "import sys; from cds_service.store import FeedbackStore; s = FeedbackStore(sys.argv[1]); " \
+             "print(s.create_schema(), 'alembic' in sys.modules)"
+    run = [sys.executable, "-c", script, url]
+    first = subprocess.run(run, capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    again = subprocess.run(run, capture_output=True, text=True, timeout=120, check=True).stdout.split()
+    assert first == ["0002", "True"]  # a new database: migrated by Alembic
+    assert again == ["0002", "False"]  # at head: the version is read with SQLAlchemy alone
+
+
 def test_migrated_schema_matches_metadata(engine: Engine) -> None:
     migrations.upgrade(engine)
     with engine.connect() as conn:
