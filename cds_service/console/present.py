@@ -6,16 +6,18 @@ import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
-from markdown_it import MarkdownIt
 from markupsafe import Markup
 from sqlalchemy.engine import make_url
 
 from cds_service.analytics import RuleStats
 from cds_service.cards import CODE_SYSTEMS
 from cds_service.runtime import Runtime
+
+if TYPE_CHECKING:
+    from markdown_it import MarkdownIt
 
 SYSTEM_NAMES = {url: name.upper() for name, url in CODE_SYSTEMS.items()}
 REDACTED = "(redacted)"
@@ -24,8 +26,10 @@ REDACTED = "(redacted)"
 @cache
 def markdown_parser() -> MarkdownIt:
     """CommonMark with raw HTML off: any tag in a card's detail is shown as text; markdown-it also refuses
-    javascript:, vbscript:, file: and data: link targets. Built on the console's first page (about 50 ms),
-    not while every worker starts."""
+    javascript:, vbscript:, file: and data: link targets. Imported and built on the console's first page
+    (about 75 ms), not while every worker starts."""
+    from markdown_it import MarkdownIt
+
     return MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False})
 
 
