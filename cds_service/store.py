@@ -263,7 +263,7 @@ class LogWriter:
             markers = [item for item in batch if isinstance(item, Flush)]
             ending = any(marker.stop for marker in markers) and self.end(q)
             for marker in markers:
-                marker.done.set()  # after `end`: a stop that returns True finds the thread gone
+                marker.done.set()  # after `end`: the thread is gone, unless a put came meanwhile (it writes on)
             if ending:
                 return
 

@@ -9,12 +9,15 @@ something, no null in a list of complex elements). The primitives:
 - a string, code, id, uri, oid or markdown is a str under fhir_core's own pattern and length limits.
   pydantic-core reads a pattern with the Rust regex engine, this pass with Python's `re`: `$` is written
   `\\Z` (end of text, as Rust's `$`), and Python counts more characters as whitespace than Rust does
-  (U+001C to U+001F), so a string that `re` accepts, Rust accepts too;
+  (U+001C to U+001F), so a string that `re` accepts, Rust accepts too (lone surrogates aside: below);
 - an integer is an int within fhir_core's bounds, a boolean a bool, xhtml a str (pydantic ignores its
   marker);
 - a primitive that fhir_core converts in Python (decimal, date, dateTime, instant, time, url,
   base64Binary, uuid) goes through the very fhir_core type, by pydantic, so its value is the same; the
-  last 2,048 values of each such type are remembered, as the dates of one request repeat.
+  last 2,048 strings read as each such type are remembered, as the dates of one request repeat.
+
+A string holding a lone surrogate (which `json.loads` lets through), an integer beyond 64 bits and
+nesting past 255 levels are left to pydantic before all this: see `accept`.
 
 The pass is strict where pydantic is lax: a number written as a string, an integer as a float, an
 element given by its Python name. Whatever the pass refuses, the caller gives to `fhir.fast`, which
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
 import types
 import typing
 from collections.abc import Iterable
@@ -35,6 +39,7 @@ from typing import Any, ClassVar
 
 import annotated_types
 import msgspec
+import orjson
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from fhir_core.types import FhirBase
 from pydantic import TypeAdapter
@@ -43,7 +48,7 @@ from cds_service.fhir import fast
 
 __all__ = ["FhirStruct", "accept", "partial", "struct_for", "structs"]
 
-CONVERTED_CACHE = 2048  # values remembered per converted primitive type
+CONVERTED_CACHE = 2048  # strings remembered per converted primitive type
 
 
 class FhirStruct(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
@@ -94,7 +99,9 @@ def _hook(kind: type, value: Any) -> Any:
     convert = getattr(kind, "convert", None)
     if convert is None:
         raise NotImplementedError(kind)
-    return convert(value)  # unhashable input: a TypeError, which msgspec reports as invalid
+    if type(value) is str:
+        return kind.remembered(value)  # type: ignore[attr-defined]
+    return convert(value)  # a number: not remembered, as -0.0 == 0.0 would share one Decimal
 
 
 @functools.cache
@@ -104,8 +111,11 @@ def _converted(annotation: Any) -> type[Converted]:
     args = typing.get_args(annotation) if typing.get_origin(annotation) is typing.Annotated else (annotation,)
     visit = next((getattr(a, "__visit_name__", "") for a in args[1:] if hasattr(a, "__visit_name__")), "")
     name = f"Converted{visit or getattr(args[0], '__name__', 'Value')}"
-    convert = functools.lru_cache(maxsize=CONVERTED_CACHE, typed=True)(adapter.validate_python)
-    kind: type[Converted] = type(name, (Converted,), {"convert": staticmethod(convert), "__module__": __name__})
+    convert = adapter.validate_python
+    remembered = functools.lru_cache(maxsize=CONVERTED_CACHE)(convert)  # for strings only: equal is identical
+    kind: type[Converted] = type(name, (Converted,), {
+        "convert": staticmethod(convert), "remembered": staticmethod(remembered), "__module__": __name__,
+    })
     return kind
 
 
@@ -176,10 +186,12 @@ def _generate(cls: type[FHIRAbstractModel], pending: list[type[FHIRAbstractModel
         if isinstance(default, list | dict):
             raise NotImplementedError(f"{cls.__name__}.{name}: a mutable default")  # none in R4B
         fields.append((name, _convert(info.annotation, pending), msgspec.field(default=default, name=alias)))
-    before = tuple(
-        decorator.func for key, decorator in cls.__pydantic_decorators__.model_validators.items()
-        if key not in fast.COMMON_VALIDATORS
-    )
+    validators = cls.__pydantic_decorators__.model_validators
+    own = {key: d for key, d in validators.items() if key not in fast.COMMON_VALIDATORS}
+    for key, decorator in own.items():
+        if decorator.info.mode != "before":  # none in R4B; a new kind must be ported, not misapplied
+            raise NotImplementedError(f"{cls.__name__}.{key}: a {decorator.info.mode} model validator")
+    before = tuple(decorator.func for decorator in own.values())
     namespace: dict[str, Any] = {
         "__resource_type__": cls.__resource_type__,
         "__choices__": choices,
@@ -225,9 +237,17 @@ def _convert(annotation: Any, pending: list[type[FHIRAbstractModel]]) -> Any:
     return _converted(annotation)  # none in R4B beyond the above
 
 
+GENERATING = threading.Lock()  # the Structs go into this module's globals: one generation at a time
+
+
 @functools.cache
 def structs(resource_types: frozenset[str]) -> dict[str, type[FhirStruct]]:
     """The Structs of these resource types, and what they nest; a contained resource is one of them."""
+    with GENERATING:
+        return _structs(resource_types)
+
+
+def _structs(resource_types: frozenset[str]) -> dict[str, type[FhirStruct]]:
     from fhir.resources.R4B import get_fhir_model_class
 
     out = {rtype: struct_for(get_fhir_model_class(rtype)) for rtype in sorted(resource_types)}
@@ -251,7 +271,11 @@ def partial(struct: type[FhirStruct], elements: Iterable[str]) -> type[FhirStruc
         if names.intersection(choice) and not names.issuperset(choice):
             raise ValueError(f"{struct.__name__}: choice {choice} is not wholly among {sorted(wanted)}")
     choices = tuple(c for c in struct.__choices__ if names.issuperset(c[1]))
-    required = tuple(r for r in struct.__required_primitives__ if r[0] in names and (r[2] is None or r[2] in names))
+    for name, alias, ext in struct.__required_primitives__:
+        parts = {name, ext} - {None}
+        if names & parts and not names >= parts:
+            raise ValueError(f"{struct.__name__}: required {alias} and its _{alias} are not both among the elements")
+    required = tuple(r for r in struct.__required_primitives__ if r[0] in names)
     skipped = frozenset(f.name for f in msgspec.structs.fields(struct)) - names
 
     def absent(self: FhirStruct, name: str) -> None:
@@ -281,8 +305,13 @@ def partial(struct: type[FhirStruct], elements: Iterable[str]) -> type[FhirStruc
 
 
 def accept(struct: type[FhirStruct], data: Any) -> FhirStruct | None:
-    """The resource as a Struct, or None when this pass does not accept it (then fhir.fast decides)."""
+    """The resource as a Struct, or None when this pass does not accept it (then fhir.fast decides).
+
+    First orjson writes it out (about 1 µs a resource) and so refuses what pydantic-core refuses in any
+    string and `re` would let through, a lone surrogate (json.loads keeps `\\ud800` escapes); and
+    with it an integer beyond 64 bits and nesting past 255 levels, which pydantic then judges."""
     try:
+        orjson.dumps(data)
         return msgspec.convert(data, struct, strict=True, dec_hook=_hook)
-    except (msgspec.ValidationError, RecursionError):
+    except (orjson.JSONEncodeError, msgspec.ValidationError, RecursionError):
         return None

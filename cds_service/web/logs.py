@@ -45,7 +45,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def dumps(event: dict[str, Any]) -> str:
-    """One JSON line (orjson: a tenth of json.dumps' time); what JSON has no type for is written as text."""
+    """One JSON line, by orjson (a tenth of json.dumps' time): UTF-8 as is, datetimes in ISO form, anything
+    else JSON has no type for as its text; json.dumps only for what orjson refuses."""
     try:
         return orjson.dumps(event, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:  # beyond orjson: a number past 64 bits, a nesting past 255

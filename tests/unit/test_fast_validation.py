@@ -224,9 +224,9 @@ def test_invalid_resources_are_described_by_path_without_their_values() -> None:
     assert "123-45-6789" not in text
 
 
-def test_a_deeply_nested_contained_resource_is_read_without_a_crash() -> None:
-    """Past pydantic's recursion limit: the Structs read it (the depth of JSON is bounded where it is read,
-    by server.max_json_depth, for a hook's body and the FHIR server's answers alike)."""
+def test_a_contained_resource_nested_past_the_recursion_limit_is_invalid_not_a_crash() -> None:
+    """Past 255 levels the Structs leave it to pydantic, which refuses it as fhir.resources does (the depth
+    of JSON is bounded before, where it is read: server.max_json_depth)."""
     extension: dict[str, Any] = {"url": "http://example.org/leaf", "valueString": "x"}
     for _ in range(400):
         extension = {"url": "http://example.org/nest", "extension": [extension]}
@@ -235,9 +235,8 @@ def test_a_deeply_nested_contained_resource_is_read_without_a_crash() -> None:
             "medicationReference": {"reference": "#med"},
             "contained": [{"resourceType": "Medication", "id": "med", "extension": [extension]}]}
     into = parse.Resources()
-    admin = parse.validate("administrations", data, into)
-    assert not into.invalid
-    assert admin.contained[0].get_resource_type() == "Medication" and admin.contained[0].id == "med"
+    assert parse.validate("administrations", data, into) is None
+    assert [(p.resource_type, p.resource_id) for p in into.invalid] == [("MedicationAdministration", "deep")]
 
 
 def test_the_structs_accept_every_valid_resource_of_the_corpus_in_strict_json() -> None:
@@ -249,26 +248,48 @@ def test_the_structs_accept_every_valid_resource_of_the_corpus_in_strict_json() 
             assert structs.accept(parse.structs()[resource["resourceType"]], resource) is not None, resource.get("id")
 
 
-PATTERNED = {name: getattr(fhir_types, name) for name in ("StringType", "CodeType", "IdType", "OidType", "UriType")}
+PATTERNED = {name: getattr(fhir_types, name)
+             for name in ("StringType", "CodeType", "IdType", "OidType", "UriType", "MarkdownType")}
 PATTERN_STRUCT = {
     name: msgspec.defstruct(f"Only{name}", [("value", structs._primitive(annotation))])
     for name, annotation in PATTERNED.items()
 }
-SPACES = [chr(c) for c in range(sys.maxunicode + 1) if chr(c).isspace() or chr(c).isprintable() is False and c < 0x3000]
+SPACES = [chr(c) for c in range(sys.maxunicode + 1)
+          if chr(c).isspace() or (not chr(c).isprintable() and c < 0x3000) or 0xD800 <= c <= 0xDFFF]
 
 
 @pytest.mark.parametrize("name", sorted(PATTERNED))
 def test_a_pattern_read_by_python_accepts_only_what_pydantic_accepts(name: str) -> None:
-    """pydantic-core's Rust regex and Python's re differ on whitespace and on `$`: check every whitespace
-    or control character alone, around a word and inside one."""
+    """pydantic-core's Rust regex and Python's re differ on whitespace and on `$`, and pydantic-core refuses
+    a lone surrogate: check every whitespace, control or surrogate character alone, around a word and
+    inside one."""
     adapter, struct = TypeAdapter(PATTERNED[name]), PATTERN_STRUCT[name]
     for char in SPACES:
         for text in (char, f"a{char}", f"{char}a", f"a{char}b", f"a{char}{char}b", f"urn:oid:1.2{char}"):
-            try:
-                msgspec.convert({"value": text}, struct, strict=True)
-            except msgspec.ValidationError:
-                continue
-            assert adapter.validate_python(text) == text, repr(text)
+            if structs.accept(struct, {"value": text}) is not None:  # type: ignore[arg-type]
+                assert adapter.validate_python(text) == text, repr(text)
+
+
+def test_a_lone_surrogate_makes_a_resource_invalid_as_in_fhir_resources() -> None:
+    """json.loads (the FHIR client's, the audit's) keeps a `\\ud800` escape; pydantic-core refuses it."""
+    admin = json.loads('{"resourceType": "MedicationAdministration", "status": "completed", '
+                       '"subject": {"reference": "Patient/p\\ud800"}, "effectiveDateTime": "2025-03-04", '
+                       '"medicationCodeableConcept": {"text": "B12"}}')
+    assert admin["subject"]["reference"].endswith("\ud800")
+    verdict(admin)
+    into = parse.Resources()
+    assert parse.validate("x", admin, into) is None and len(into.invalid) == 1
+    assert parse.validate("x", admin, parse.Resources(), history=True) is None
+
+
+def test_a_negative_zero_keeps_its_sign_whatever_was_read_before() -> None:
+    def dose(value: float) -> Any:
+        data = {"resourceType": "MedicationAdministration", "status": "completed",
+                "subject": {"reference": "Patient/p"}, "effectiveDateTime": "2025-03-04",
+                "medicationCodeableConcept": {"text": "B12"}, "dosage": {"dose": {"value": value}}}
+        return structs.accept(parse.structs()["MedicationAdministration"], data).dosage.dose.value  # type: ignore[union-attr]
+
+    assert (str(dose(0.0)), str(dose(-0.0)), str(dose(0.0))) == ("0.0", "-0.0", "0.0")
 
 
 @pytest.mark.parametrize("value", [1, 0, -0.0, 0.1, 1e-7, 2.5e30, 10**30, 1.0, 3.14159265358979, "1.5", True])
