@@ -341,3 +341,31 @@ print(json.dumps({"results": results, "alive": thread.is_alive(), "models": sort
     out = json.loads(done.stdout)
     assert out["results"] == [[True, None, 1]] * 4
     assert out["alive"] is False and out["models"] == sorted(parse.READ_TYPES | parse.CONTAINED_TYPES)
+
+
+def test_threads_reading_history_at_once_after_start_up_do_not_crash_the_process() -> None:
+    """msgspec builds a type's information on first use, and two threads doing it at once crashed a worker
+    (SIGSEGV); prepare() builds it first. Each run races 4 threads on their first administrations."""
+    script = """
+import json, sys, threading
+from cds_service.fhir import parse, structs
+admins = json.loads(sys.argv[1])
+parse.prepare()
+start = threading.Event()
+def read():
+    start.wait()
+    for admin in admins * 20:
+        structs.accept(parse.history_struct(), admin)
+        structs.accept(parse.structs()["MedicationAdministration"], admin)
+threads = [threading.Thread(target=read) for _ in range(4)]
+for thread in threads: thread.start()
+sys.setswitchinterval(1e-6)
+start.set()
+for thread in threads: thread.join()
+print("read")
+"""
+    admins = json.dumps([r for r in CORPUS if r["resourceType"] == "MedicationAdministration"][:10])
+    for _ in range(6):  # without the fix about one run in three crashed
+        done = subprocess.run([sys.executable, "-c", script, admins], capture_output=True, text=True,
+                              timeout=120, cwd=ROOT)
+        assert (done.returncode, done.stdout.strip()) == (0, "read"), done.stderr[-2000:]
