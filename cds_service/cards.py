@@ -73,6 +73,11 @@ def name_uuid(namespace: bytes, name: str) -> tuple[bytes, str]:
     return bytes(digest), f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
+def card_id(hook_instance: str, finding: Finding, n: int) -> tuple[bytes, str]:
+    """The uuid of the card of the n-th finding of a hook call, as (bytes, text): the same for the same call."""
+    return name_uuid(CARD_NAMESPACE.bytes, f"{hook_instance}|{finding.rule}|{finding.subject}|{n}")
+
+
 def number(value: Decimal | int | float) -> int | float:
     """A JSON number: 1 rather than 1.0 or Decimal('1')."""
     as_float = float(value)
@@ -156,8 +161,7 @@ class CardRenderer:
         cards = []
         for n, finding in enumerate(findings):
             inj = by_ref.get(finding.subject or "")
-            card_id = name_uuid(CARD_NAMESPACE.bytes, f"{hook_instance}|{finding.rule}|{finding.subject}|{n}")
-            cards.append(self.card(finding, visit, inj, card_id, captured or {}))
+            cards.append(self.card(finding, visit, inj, card_id(hook_instance, finding, n), captured or {}))
         if max_cards is not None and len(cards) > max_cards:
             keep = sorted(range(len(cards)), key=lambda i: (INDICATOR_ORDER[cards[i]["indicator"]], i))[:max_cards]
             cards = [cards[i] for i in sorted(keep)]
@@ -168,15 +172,15 @@ class CardRenderer:
         finding: Finding,
         visit: Visit,
         inj: Injection | None,
-        card_id: tuple[bytes, str],
+        uuid_of: tuple[bytes, str],
         captured: Mapping[str, Mapping[str, Any]],
     ) -> dict[str, Any]:
-        """One card; card_id is the (bytes, text) of its uuid, the namespace of its suggestion's."""
+        """One card; uuid_of is the (bytes, text) of its uuid, the namespace of its suggestion's."""
         template = self.templates[finding.rule]
         variables = self.variables(finding, visit, inj)
         summary = " ".join(template.summary.render(variables).split())
         card: dict[str, Any] = {
-            "uuid": card_id[1],
+            "uuid": uuid_of[1],
             "summary": summary if len(summary) < 140 else summary[:136] + "...",
             "detail": template.detail.render(variables).strip(),
             "indicator": self.indicators.get(finding.rule, "info"),
@@ -197,7 +201,7 @@ class CardRenderer:
         if actions and template.suggestion is not None:
             card["suggestions"] = [{
                 "label": " ".join(template.suggestion.render(variables).split()),
-                "uuid": name_uuid(card_id[0], "suggestion-0")[1],
+                "uuid": name_uuid(uuid_of[0], "suggestion-0")[1],
                 "isRecommended": True,
                 "actions": actions,
             }]

@@ -11,7 +11,6 @@ import dataclasses
 import json
 import logging
 import time
-import uuid
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ import yaml
 
 from cds_service import config as configuration
 from cds_service import protocol, runtime
-from cds_service.cards import CARD_NAMESPACE
+from cds_service.cards import card_id
 from cds_service.errors import (
     BodyTooLarge,
     CDSError,
@@ -216,8 +215,7 @@ def keyed_cards(evaluation: Evaluation, hook_instance: str) -> dict[CardKey, dic
     out: dict[CardKey, dict[str, Any]] = {}
     for n, finding in enumerate(evaluation.outcome.findings):
         # The uuid cards.CardRenderer gives the n-th finding; a finding missing here was cut by max-cards.
-        card_id = str(uuid.uuid5(CARD_NAMESPACE, f"{hook_instance}|{finding.rule}|{finding.subject}|{n}"))
-        card = by_uuid.get(card_id)
+        card = by_uuid.get(card_id(hook_instance, finding, n)[1])
         if card is None:
             continue
         subject = finding.subject or "(encounter)"

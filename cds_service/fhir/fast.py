@@ -62,33 +62,32 @@ class FastModel(BaseModel):
         return cls.__resource_type__
 
 
+BrokenRule = tuple[str, str, str, dict[str, Any]]  # (loc, error type, message template, its values)
+
+
+def broken_rules(obj: Any) -> typing.Iterator[BrokenRule]:
+    """The choice and required-primitive rules of fhir_core's after-validator that obj breaks, read from
+    its class's __choices__ and __required_primitives__ (a generated model or Struct)."""
+    for prefix, fields, required in obj.__choices__:
+        given = [name for name in fields if getattr(obj, name) is not None]
+        if len(given) > 1 or (required and not given):
+            yield (prefix, "value_error", "{prefix}[x]: expected one of {fields}, got {n}",
+                   {"prefix": prefix, "fields": ", ".join(fields), "n": len(given)})
+    for name, alias, ext in obj.__required_primitives__:
+        if getattr(obj, name) is not None:
+            continue
+        sibling = getattr(obj, ext) if ext else None
+        if sibling is None or not getattr(sibling, "extension", None):
+            yield (alias, "model_field_validation.missing", "Value for the field '{field_name}' is required.",
+                   {"field_name": alias})
+
+
 def _check_rules(self: FastModel) -> FastModel:
     """The after-validator of fhir_core, for the classes that have choices or required primitives."""
-    errors: list[InitErrorDetails] = []
-    for prefix, fields, required in self.__choices__:
-        given = [name for name in fields if getattr(self, name) is not None]
-        if len(given) > 1 or (required and not given):
-            errors.append({
-                "type": PydanticCustomError(
-                    "value_error", "{prefix}[x]: expected one of {fields}, got {n}",
-                    {"prefix": prefix, "fields": ", ".join(fields), "n": len(given)},
-                ),
-                "loc": (prefix,),
-                "input": None,
-            })
-    for name, alias, ext in self.__required_primitives__:
-        if getattr(self, name) is not None:
-            continue
-        sibling = getattr(self, ext) if ext else None
-        if sibling is None or not getattr(sibling, "extension", None):
-            errors.append({
-                "type": PydanticCustomError(
-                    "model_field_validation.missing", "Value for the field '{field_name}' is required.",
-                    {"field_name": alias},
-                ),
-                "loc": (alias,),
-                "input": None,
-            })
+    errors: list[InitErrorDetails] = [
+        {"type": PydanticCustomError(kind, message, values), "loc": (loc,), "input": None}
+        for loc, kind, message, values in broken_rules(self)
+    ]
     if errors:
         raise ValidationError.from_exception_data(type(self).__name__, errors)
     return self

@@ -57,8 +57,8 @@ class FhirStruct(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=Fa
     __resource_type__: ClassVar[str] = ""
     __choices__: ClassVar[fast.Choices] = ()
     __required_primitives__: ClassVar[fast.RequiredPrimitives] = ()
-    __before__: ClassVar[tuple[Any, ...]] = ()  # fhir.resources' own before-validators, with (name, alias)s
-    __aliases__: ClassVar[tuple[tuple[str, str], ...]] = ()
+    __before__: ClassVar[tuple[Any, ...]] = ()  # fhir.resources' own before-validators
+    __aliases__: ClassVar[tuple[tuple[str, str], ...]] = ()  # (name, alias) of each element, for them
 
     @classmethod
     def get_resource_type(cls) -> str:
@@ -66,16 +66,9 @@ class FhirStruct(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=Fa
 
 
 def _post_init(self: FhirStruct) -> None:
-    """The model rules of fhir_core (see `fast._check_rules`), for the classes that have them."""
-    for prefix, fields, required in self.__choices__:
-        given = sum(1 for name in fields if getattr(self, name) is not None)
-        if given > 1 or (required and not given):
-            raise ValueError(f"{prefix}[x]: expected one of {', '.join(fields)}, got {given}")
-    for name, alias, ext in self.__required_primitives__:
-        if getattr(self, name) is None:
-            sibling = getattr(self, ext) if ext else None
-            if sibling is None or not getattr(sibling, "extension", None):
-                raise ValueError(f"Value for the field '{alias}' is required.")
+    """The model rules of fhir_core, as the pydantic pass checks them, for the classes that have them."""
+    for _loc, _kind, message, values in fast.broken_rules(self):
+        raise ValueError(message.format(**values))
     if self.__before__:
         values = {alias: getattr(self, name) for name, alias in self.__aliases__ if getattr(self, name) is not None}
         for validator in self.__before__:
