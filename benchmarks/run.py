@@ -217,7 +217,7 @@ def in_process(config: Path, plan: Plan) -> dict[str, float]:
     from cds_service import service as service_mod
     from cds_service.app import create_app
     from cds_service.fhir import parse, prefetch
-    from cds_service.web.body import loads
+    from cds_service.web.body import loads_plain
 
     print("\n1. IN-PROCESS (Flask test client, one thread; ms per request)")
     app = create_app(config)
@@ -268,9 +268,9 @@ def in_process(config: Path, plan: Plan) -> dict[str, float]:
         ) -> float:
             raw = reqs[i % len(reqs)]
             t0 = time.perf_counter()
-            body = loads(raw, settings.max_json_depth)
+            body, plain_text = loads_plain(raw, settings.max_json_depth)
             t1 = time.perf_counter()
-            hook_request = protocol.parse_hook_request(body, service, settings.max_cards)
+            hook_request = protocol.parse_hook_request(body, service, settings.max_cards, plain_text=plain_text)
             values, _client = prefetch.resolve(
                 templates=service.prefetch, context=hook_request.context, prefetch=hook_request.prefetch,
                 fhir_server=hook_request.fhir_server, token=hook_request.access_token,
@@ -279,7 +279,8 @@ def in_process(config: Path, plan: Plan) -> dict[str, float]:
             )
             t2 = time.perf_counter()
             draft = hook_request.context.get("draftOrders") if service.kind == "order-sign" else None
-            resources = parse.read(values, draft, hook_request.context.get("encounterId"))
+            plain = {*hook_request.prefetch, parse.DRAFT_ORDERS} if hook_request.plain_text else ()
+            resources = parse.read(values, draft, hook_request.context.get("encounterId"), plain)
             missing = service_mod.unresolved_medications(resources)
             t3 = time.perf_counter()
             visit = facts.build(resources, rt.terms, hook_kind=service.kind,
@@ -330,7 +331,7 @@ def in_process(config: Path, plan: Plan) -> dict[str, float]:
 
 
 STAGES = {
-    "json": "parse: JSON and depth (web.body.loads)",
+    "json": "parse: JSON, depth, text (body.loads_plain)",
     "request": "parse: CDS Hooks request check + prefetch",
     "fhir": "parse: FHIR validation (fhir.parse.read)",
     "facts": "facts (facts.build)",

@@ -131,6 +131,7 @@ class HookRequest:
     fhir_server: str | None = None
     access_token: str | None = field(default=None, repr=False)
     options: Mapping[str, Any] = field(default_factory=dict)
+    plain_text: bool = False  # the body's JSON text was plain (web.body.loads_plain): its resources may go PLAIN
 
 
 @dataclass(frozen=True)
@@ -222,8 +223,10 @@ def short(error: jsonschema.ValidationError) -> str:
     return f"fails '{error.validator}'"
 
 
-def parse_hook_request(body: Any, service: ServiceDef, max_cards: int = 20) -> HookRequest:
-    """Check a service call against the spec and the service's hook."""
+def parse_hook_request(
+    body: Any, service: ServiceDef, max_cards: int = 20, *, plain_text: bool = False
+) -> HookRequest:
+    """Check a service call against the spec and the service's hook; plain_text as web.body.loads_plain says."""
     check("request.schema.json", body)
     if body["hook"] != service.hook:
         raise InvalidHookRequest(f"hook '{body['hook']}' does not match service '{service.id}' ({service.hook}).")
@@ -240,6 +243,7 @@ def parse_hook_request(body: Any, service: ServiceDef, max_cards: int = 20) -> H
         fhir_server=(body.get("fhirServer") or "").rstrip("/") or None,
         access_token=auth["access_token"] if auth else None,
         options=parse_options(body, max_cards),
+        plain_text=plain_text,
     )
 
 

@@ -44,7 +44,9 @@ def handle_hook(
         max_pages=settings.fhir.max_pages,
     )
     draft_orders = request.context.get("draftOrders") if service.kind == "order-sign" else None
-    resources = parse.read(values, draft_orders, request.context.get("encounterId"))
+    # What the body sent was read from its text; what the FHIR server answered was not.
+    plain = {*request.prefetch, parse.DRAFT_ORDERS} if request.plain_text else ()
+    resources = parse.read(values, draft_orders, request.context.get("encounterId"), plain)
     missing = unresolved_medications(resources)
     if missing:
         client = client or prefetch.connect(

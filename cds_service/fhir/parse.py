@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from cds_service.fhir import structs as struct_pass
 from cds_service.fhir.fast import FastModel, model_for
-from cds_service.fhir.structs import FhirStruct
+from cds_service.fhir.structs import PLAIN, STRICT, FhirStruct, Variant
 from cds_service.rules.model import InvalidResource
 
 READ_TYPES = frozenset(
@@ -29,6 +29,7 @@ READ_TYPES = frozenset(
 # Read only inside another resource: an Encounter's contained Locations carry its place of service.
 CONTAINED_TYPES = frozenset({"Location"})
 MAX_PROBLEMS = 5
+DRAFT_ORDERS = "context.draftOrders"  # where order-sign's draft orders are read from
 # What facts.build reads of an administration that is another encounter's: the frequency rule's drug,
 # status and date, the links that place it, and `contained` for a drug given as "#med".
 HISTORY_ELEMENTS = (
@@ -90,33 +91,41 @@ def _models() -> dict[str, type[FastModel]]:
 
 
 def prepare() -> threading.Thread:
-    """Generate the Structs now, and the pydantic models in a background thread.
+    """Generate the PLAIN Structs now, and the STRICT ones and the pydantic models in a background thread.
 
-    The Structs accept nearly every resource, so a worker answers as soon as they are built; a hook call
-    that needs the models before the thread is done waits for them."""
-    structs()
-    history_struct()
-    thread = threading.Thread(target=models, name="fhir-models", daemon=True)
+    A hook call's body is nearly always plain text and its resources nearly always valid, so a worker
+    answers as soon as the PLAIN Structs are built; a call that needs the others before the thread is
+    done waits for them."""
+    structs(PLAIN)
+    history_struct(PLAIN)
+    thread = threading.Thread(target=_prepare_rest, name="fhir-models", daemon=True)
     thread.start()
     return thread
 
 
-@functools.cache
-def structs() -> dict[str, type[FhirStruct]]:
-    """The generated Struct of each type read (about 0.1 s; apps call it at start)."""
-    return struct_pass.structs(READ_TYPES | CONTAINED_TYPES)
+def _prepare_rest() -> None:
+    structs(STRICT)
+    history_struct(STRICT)
+    models()
 
 
 @functools.cache
-def history_struct() -> type[FhirStruct]:
+def structs(variant: Variant = STRICT) -> dict[str, type[FhirStruct]]:
+    """The generated Struct of each type read (about 0.1 s per variant; apps build them at start)."""
+    return struct_pass.structs(READ_TYPES | CONTAINED_TYPES, variant)
+
+
+@functools.cache
+def history_struct(variant: Variant = STRICT) -> type[FhirStruct]:
     """An administration read for HISTORY_ELEMENTS only: msgspec passes over the rest without a copy."""
-    return struct_pass.partial(structs()["MedicationAdministration"], HISTORY_ELEMENTS)
+    return struct_pass.partial(structs(variant)["MedicationAdministration"], HISTORY_ELEMENTS)
 
 
-def validate(where: str, data: Any, into: Resources, *, history: bool = False) -> Any | None:
+def validate(where: str, data: Any, into: Resources, *, history: bool = False, plain: bool = False) -> Any | None:
     """Validate one resource of a type the service reads; record it as invalid when it fails.
 
-    history=True validates only HISTORY_ELEMENTS of an administration (the rest is not read)."""
+    history=True validates only HISTORY_ELEMENTS of an administration (the rest is not read); plain=True
+    says data was read from text that web.body.loads_plain found plain, which the PLAIN Structs ask."""
     if not isinstance(data, Mapping):
         into.invalid.append(InvalidResource(where, "(unknown)", None, ("entry has no resource object",)))
         return None
@@ -125,7 +134,9 @@ def validate(where: str, data: Any, into: Resources, *, history: bool = False) -
         return None
     rid = data.get("id") if isinstance(data.get("id"), str) else None
     try:
-        accepted = struct_pass.accept(history_struct() if history else structs()[rtype], data)
+        variant = PLAIN if plain else STRICT
+        struct = history_struct(variant) if history else structs(variant)[rtype]
+        accepted = struct_pass.accept(struct, data, plain=plain)
         if accepted is not None:
             return accepted
         if history:
@@ -139,21 +150,25 @@ def validate(where: str, data: Any, into: Resources, *, history: bool = False) -
 
 
 def read(
-    values: Mapping[str, Any], draft_orders: Mapping[str, Any] | None = None, encounter_id: str | None = None
+    values: Mapping[str, Any],
+    draft_orders: Mapping[str, Any] | None = None,
+    encounter_id: str | None = None,
+    plain: Container[str] = (),
 ) -> Resources:
     """Validate every prefetched or fetched value (by key) and the draft orders of order-sign.
 
-    Given the encounter in context, administrations linked to another encounter are read as history."""
+    Given the encounter in context, administrations linked to another encounter are read as history.
+    `plain` names the keys (and DRAFT_ORDERS) read from plain text (web.body.loads_plain)."""
     out = Resources()
     sources: list[tuple[str, Mapping[str, Any]]] = [(k, v) for k, v in values.items() if isinstance(v, Mapping)]
     if draft_orders:
-        sources.append(("context.draftOrders", draft_orders))
+        sources.append((DRAFT_ORDERS, draft_orders))
     for where, value in sources:
         if value.get("resourceType") == "Bundle" and not isinstance(value.get("entry") or [], list):
             out.invalid.append(InvalidResource(where, "Bundle", None, ("entry: Input should be a valid list",)))
             continue
         for full_url, data in entries(value):
-            resource = validate(where, data, out, history=is_history(data, encounter_id))
+            resource = validate(where, data, out, history=is_history(data, encounter_id), plain=where in plain)
             if resource is not None:
                 add(out, resource, full_url, where)
                 if resource.get_resource_type() == "ChargeItem" and resource.id:
@@ -195,7 +210,7 @@ def add(out: Resources, resource: Any, full_url: str | None, where: str) -> None
         case "MedicationAdministration":
             out.administrations.append(resource)
         case "MedicationRequest":
-            if where == "context.draftOrders":
+            if where == DRAFT_ORDERS:
                 out.orders.append(resource)
         case "Medication":
             add_medication(out, resource, full_url)

@@ -17,7 +17,8 @@ something, no null in a list of complex elements). The primitives:
   last 2,048 strings read as each such type are remembered, as the dates of one request repeat.
 
 A string holding a lone surrogate (which `json.loads` lets through), an integer beyond 64 bits and
-nesting past 255 levels are left to pydantic before all this: see `accept`.
+nesting past 255 levels are left to pydantic before all this: see `accept`. The PLAIN variant of the
+Structs, for a hook call's own plain JSON text, leaves out the String pattern: see `Variant`.
 
 The pass is strict where pydantic is lax: a number written as a string, an integer as a float, an
 element given by its Python name. Whatever the pass refuses, the caller gives to `fhir.fast`, which
@@ -29,7 +30,9 @@ administration, for the frequency rule).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import keyword
 import re
 import threading
 import types
@@ -40,13 +43,14 @@ from typing import Any, ClassVar
 import annotated_types
 import msgspec
 import orjson
+from fhir_core import types as fhir_types
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from fhir_core.types import FhirBase
 from pydantic import TypeAdapter
 
 from cds_service.fhir import fast
 
-__all__ = ["FhirStruct", "accept", "partial", "struct_for", "structs"]
+__all__ = ["PLAIN", "STRICT", "FhirStruct", "Variant", "accept", "partial", "struct_for", "structs"]
 
 CONVERTED_CACHE = 2048  # strings remembered per converted primitive type
 
@@ -73,6 +77,34 @@ def _post_init(self: FhirStruct) -> None:
         values = {alias: getattr(self, name) for name, alias in self.__aliases__ if getattr(self, name) is not None}
         for validator in self.__before__:
             validator(values)  # raises a PydanticCustomError, a ValueError
+
+
+def _broken(self: FhirStruct) -> None:
+    """A generated check found a rule broken: say which, as _post_init does (were they ever to disagree,
+    the Struct is refused all the same, and pydantic decides)."""
+    _post_init(self)
+    raise ValueError(f"{type(self).__name__}: the generated rule check disagrees with fast.broken_rules")
+
+
+def rules_check(choices: fast.Choices, required: fast.RequiredPrimitives, before: bool) -> Any:
+    """A __post_init__ that checks these rules with straight-line code (a few attribute reads and
+    comparisons, a fifth of _post_init's loops), and calls _post_init, for its message, when one is broken."""
+    names = {name for _prefix, fields, _req in choices for name in fields}
+    names |= {name for name, _alias, _ext in required} | {ext for _name, _alias, ext in required if ext}
+    if any(not name.isidentifier() or keyword.iskeyword(name) for name in names):
+        return _post_init  # none in R4B: every element name is a Python identifier
+    lines = ["def __post_init__(self):"]
+    for _prefix, fields, req in choices:
+        given = " + ".join(f"(self.{name} is not None)" for name in fields)
+        lines.append(f"    if ({given}) {'!=' if req else '>'} 1: _broken(self)")
+    for name, _alias, ext in required:
+        sibling = f" and not getattr(self.{ext}, 'extension', None)" if ext else ""
+        lines.append(f"    if self.{name} is None{sibling}: _broken(self)")
+    if before:
+        lines.append("    _post_init(self)")
+    namespace: dict[str, Any] = {"_broken": _broken, "_post_init": _post_init}
+    exec("\n".join(lines), namespace)  # noqa: S102 - the source is built above from field names only
+    return namespace["__post_init__"]
 
 
 class AnyValue(type):
@@ -132,7 +164,29 @@ def always_matches(pattern: str) -> bool:
     return re.fullmatch(pattern, "") is not None and re.search(r"[\^$]|\\[AZbB1-9]|\(\?", pattern) is None
 
 
-def _primitive(annotation: Any) -> Any:
+@dataclasses.dataclass(frozen=True)
+class Variant:
+    """A family of generated Structs: its class names start with `prefix`.
+
+    STRICT checks every pattern. PLAIN is for JSON text that `web.body.loads_plain` found plain (read by
+    orjson, 255 levels deep at most, no whitespace in it but space, tab, CR and LF): there fhir_core's
+    String pattern, `[ \\r\\n\\t\\S]+`, which refuses only a text that is empty or made of other
+    whitespace, is min_length=1, checked in C instead of by a call to `re` per string (a quarter of the
+    pass's time)."""
+
+    prefix: str
+    string_pattern: bool
+
+    @property
+    def any_resource(self) -> str:
+        return f"{self.prefix}AnyResource"
+
+
+STRICT = Variant("Struct", string_pattern=True)
+PLAIN = Variant("PlainStruct", string_pattern=False)
+
+
+def _primitive(annotation: Any, variant: Variant = STRICT) -> Any:
     """A fhir_core primitive: a constrained str or int when msgspec can check it, else Converted."""
     base, *extras = typing.get_args(annotation)
     meta: dict[str, Any] = {}
@@ -141,9 +195,10 @@ def _primitive(annotation: Any) -> Any:
             continue
         if base not in (str, int) or not isinstance(extra, annotated_types.GroupedMetadata):
             return _converted(annotation)
+        plain_string = type(extra) is fhir_types.String and not variant.string_pattern
         for part in extra:
             if isinstance(part, annotated_types.MinLen):
-                meta["min_length"] = part.min_length
+                meta["min_length"] = max(part.min_length, meta.get("min_length", 0))
             elif isinstance(part, annotated_types.MaxLen):
                 meta["max_length"] = part.max_length
             elif isinstance(part, annotated_types.Ge):
@@ -151,24 +206,30 @@ def _primitive(annotation: Any) -> Any:
             elif isinstance(part, annotated_types.Le):
                 meta["le"] = part.le
             elif type(part).__name__ == "_PydanticGeneralMetadata" and set(vars(part)) == {"pattern"}:
-                if not always_matches(vars(part)["pattern"]):
+                if plain_string:
+                    meta["min_length"] = max(1, meta.get("min_length", 0))
+                elif not always_matches(vars(part)["pattern"]):
                     meta["pattern"] = python_pattern(vars(part)["pattern"])
             else:
                 return _converted(annotation)
     return typing.Annotated[base, msgspec.Meta(**meta)] if meta else base
 
 
-def struct_for(cls: type[FHIRAbstractModel]) -> type[FhirStruct]:
+def struct_for(cls: type[FHIRAbstractModel], variant: Variant = STRICT) -> type[FhirStruct]:
     """The generated Struct of a fhir.resources class (built with every class it nests, then cached)."""
-    struct: type[FhirStruct] = fast.generate_closure(cls, _name, _generate, globals())
+    struct: type[FhirStruct] = fast.generate_closure(
+        cls, functools.partial(_name, variant), functools.partial(_generate, variant), globals()
+    )
     return struct
 
 
-def _name(klass: type[FHIRAbstractModel]) -> str:
-    return f"Struct{klass.__name__}"
+def _name(variant: Variant, klass: type[FHIRAbstractModel]) -> str:
+    return f"{variant.prefix}{klass.__name__}"
 
 
-def _generate(cls: type[FHIRAbstractModel], pending: list[type[FHIRAbstractModel]]) -> type[FhirStruct]:
+def _generate(
+    variant: Variant, cls: type[FHIRAbstractModel], pending: list[type[FHIRAbstractModel]]
+) -> type[FhirStruct]:
     choices, required = fast.model_rules(cls)
     fields: list[tuple[str, Any, Any]] = []
     aliases = []
@@ -178,7 +239,7 @@ def _generate(cls: type[FHIRAbstractModel], pending: list[type[FHIRAbstractModel
         default = msgspec.NODEFAULT if info.is_required() else info.default
         if isinstance(default, list | dict):
             raise NotImplementedError(f"{cls.__name__}.{name}: a mutable default")  # none in R4B
-        fields.append((name, _convert(info.annotation, pending), msgspec.field(default=default, name=alias)))
+        fields.append((name, _convert(info.annotation, pending, variant), msgspec.field(default=default, name=alias)))
     validators = cls.__pydantic_decorators__.model_validators
     own = {key: d for key, d in validators.items() if key not in fast.COMMON_VALIDATORS}
     for key, decorator in own.items():
@@ -193,38 +254,40 @@ def _generate(cls: type[FHIRAbstractModel], pending: list[type[FHIRAbstractModel
         "__aliases__": tuple(aliases) if before else (),
     }
     if choices or required or before:
-        namespace["__post_init__"] = _post_init
+        namespace["__post_init__"] = rules_check(choices, required, bool(before))
     options: dict[str, Any] = {}
     if cls.has_resource_base():
         options = {"tag_field": "resourceType", "tag": cls.__resource_type__}
     struct: type[FhirStruct] = msgspec.defstruct(  # type: ignore[assignment]  # its base is FhirStruct
-        _name(cls), fields, bases=(FhirStruct,), module=__name__, namespace=namespace,
+        _name(variant, cls), fields, bases=(FhirStruct,), module=__name__, namespace=namespace,
         kw_only=True, forbid_unknown_fields=True, gc=False, **options,
     )
     if cls.has_resource_base():
-        RESOURCES[cls.__resource_type__] = struct
+        RESOURCES.setdefault(variant, {})[cls.__resource_type__] = struct
     return struct
 
 
-RESOURCES: dict[str, type[FhirStruct]] = {}  # the generated resource Structs, by resourceType
+# The generated resource Structs of each variant, by resourceType.
+RESOURCES: dict[Variant, dict[str, type[FhirStruct]]] = {}
 
 
-def _convert(annotation: Any, pending: list[type[FHIRAbstractModel]]) -> Any:
+def _convert(annotation: Any, pending: list[type[FHIRAbstractModel]], variant: Variant) -> Any:
     """An annotation of fhir.resources for msgspec: nested elements by their Structs, primitives as above."""
     if isinstance(annotation, type) and issubclass(annotation, FhirBase) and hasattr(annotation, "get_model_klass"):
         klass = annotation.get_model_klass()
         if klass.__name__ in {"Resource", "DomainResource"}:
-            return typing.ForwardRef("AnyResource")  # a contained resource: one of the generated ones, by type
+            # A contained resource: one of the generated ones of this variant, by type.
+            return typing.ForwardRef(variant.any_resource)
         pending.append(klass)
-        return typing.ForwardRef(_name(klass))
+        return typing.ForwardRef(_name(variant, klass))
     origin = typing.get_origin(annotation)
     if origin is typing.Annotated:
-        return _primitive(annotation)
+        return _primitive(annotation, variant)
     args = typing.get_args(annotation)
     if origin in (typing.Union, types.UnionType):
-        return typing.Union[tuple(_convert(a, pending) for a in args)]  # noqa: UP007 - built from a tuple
+        return typing.Union[tuple(_convert(a, pending, variant) for a in args)]  # noqa: UP007 - from a tuple
     if origin is list:
-        return list[_convert(args[0], pending)]  # type: ignore[misc]
+        return list[_convert(args[0], pending, variant)]  # type: ignore[misc]
     if annotation in (str, int, bool, type(None)):
         return annotation
     return _converted(annotation)  # none in R4B beyond the above
@@ -234,18 +297,18 @@ GENERATING = threading.Lock()  # the Structs go into this module's globals: one 
 
 
 @functools.cache
-def structs(resource_types: frozenset[str]) -> dict[str, type[FhirStruct]]:
+def structs(resource_types: frozenset[str], variant: Variant = STRICT) -> dict[str, type[FhirStruct]]:
     """The Structs of these resource types, and what they nest; a contained resource is one of them."""
     with GENERATING:
-        return _structs(resource_types)
+        return _structs(resource_types, variant)
 
 
-def _structs(resource_types: frozenset[str]) -> dict[str, type[FhirStruct]]:
+def _structs(resource_types: frozenset[str], variant: Variant) -> dict[str, type[FhirStruct]]:
     from fhir.resources.R4B import get_fhir_model_class
 
-    out = {rtype: struct_for(get_fhir_model_class(rtype)) for rtype in sorted(resource_types)}
-    members = tuple(RESOURCES.values())
-    globals()["AnyResource"] = typing.Union[members] if len(members) > 1 else members[0]  # noqa: UP007
+    out = {rtype: struct_for(get_fhir_model_class(rtype), variant) for rtype in sorted(resource_types)}
+    members = tuple(RESOURCES[variant].values())
+    globals()[variant.any_resource] = typing.Union[members] if len(members) > 1 else members[0]  # noqa: UP007
     for struct in out.values():
         ready(struct)
     return out
@@ -290,7 +353,7 @@ def partial(struct: type[FhirStruct], elements: Iterable[str]) -> type[FhirStruc
         "__getattr__": absent,
     }
     if choices or required:
-        namespace["__post_init__"] = _post_init
+        namespace["__post_init__"] = rules_check(choices, required, before=False)
     options: dict[str, Any] = {}
     if struct.__resource_type__:
         options = {"tag_field": "resourceType", "tag": struct.__resource_type__}
@@ -306,14 +369,17 @@ def partial(struct: type[FhirStruct], elements: Iterable[str]) -> type[FhirStruc
     return ready(partial_struct)
 
 
-def accept(struct: type[FhirStruct], data: Any) -> FhirStruct | None:
+def accept(struct: type[FhirStruct], data: Any, *, plain: bool = False) -> FhirStruct | None:
     """The resource as a Struct, or None when this pass does not accept it (then fhir.fast decides).
 
     First orjson writes it out (about 1 µs a resource) and so refuses what pydantic-core refuses in any
     string and `re` would let through, a lone surrogate (json.loads keeps `\\ud800` escapes); and
-    with it an integer beyond 64 bits and nesting past 255 levels, which pydantic then judges."""
+    with it an integer beyond 64 bits and nesting past 255 levels, which pydantic then judges.
+    plain=True says the data was read from text that `web.body.plain_text` passed (a PLAIN Struct's
+    condition), which orjson read, so none of these can be in it."""
     try:
-        orjson.dumps(data)
+        if not plain:
+            orjson.dumps(data)
         return msgspec.convert(data, struct, strict=True, dec_hook=_hook)
     except (orjson.JSONEncodeError, msgspec.ValidationError, RecursionError):
         return None

@@ -16,6 +16,9 @@ ESCAPE = re.compile(rb"\\.", re.DOTALL)  # a backslash and the character it esca
 NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'"[]{}')
 ONE_KIND = bytes.maketrans(b"{}", b"[]")  # in well-formed JSON, depth does not depend on the kind of bracket
 STRING = re.compile(rb'"[^"]*"')  # once escapes are gone and only quotes and brackets are left
+ASCII = bytes(range(128))
+SPACE_ESCAPE = re.compile(rb"\\[uf]")  # \u (any code point) or \f (form feed); `in` is 3 times slower here
+PLAIN_MAX_DEPTH = 255  # orjson writes out no deeper; fhir.structs.accept leaves deeper data to pydantic
 
 
 def is_json(request: Request) -> bool:
@@ -40,8 +43,30 @@ def nesting_exceeds(raw: bytes, limit: int) -> bool:
     return bool(brackets)
 
 
+def only_plain_whitespace(raw: bytes) -> bool:
+    """True when no string of this UTF-8 JSON text, once read, can hold whitespace other than space, tab,
+    CR and LF (which `str.isspace` and Rust's regex agree on): no `\\u` or `\\f` escape (a false alarm
+    on an escaped backslash before u or f only costs the fast path), and no other whitespace character
+    among the non-ASCII ones. Control characters are not allowed raw in JSON strings."""
+    if SPACE_ESCAPE.search(raw):
+        return False
+    if raw.isascii():
+        return True
+    try:
+        others = raw.translate(None, ASCII).decode()  # what is left of valid UTF-8 is whole characters
+    except UnicodeDecodeError:
+        return False
+    return not any(char.isspace() for char in others)
+
+
 def loads(raw: bytes, max_depth: int) -> Any:
-    """Parse a JSON body; 400 when it is malformed or nests deeper than max_depth.
+    """Parse a JSON body; 400 when it is malformed or nests deeper than max_depth."""
+    return loads_plain(raw, max_depth)[0]
+
+
+def loads_plain(raw: bytes, max_depth: int) -> tuple[Any, bool]:
+    """Parse a JSON body, and say whether its text is plain: read by orjson, 255 levels deep at most and
+    only_plain_whitespace (what fhir.structs.PLAIN asks); 400 when malformed or deeper than max_depth.
 
     orjson reads nearly every body; what it refuses but JSON allows (UTF-16 or UTF-32, a lone surrogate
     escape, a number beyond a double) is read again by the standard library before a 400."""
@@ -51,10 +76,10 @@ def loads(raw: bytes, max_depth: int) -> Any:
     except orjson.JSONDecodeError as exc:
         if "depth" in str(exc) or "recursion" in str(exc):
             raise InvalidHookRequest("The JSON body is nested too deeply.") from None
-        return loads_slowly(raw, max_depth)
+        return loads_slowly(raw, max_depth), False
     if nesting_exceeds(raw, max_depth):
         raise InvalidHookRequest("The JSON body is nested too deeply.")
-    return body
+    return body, max_depth <= PLAIN_MAX_DEPTH and only_plain_whitespace(raw)
 
 
 def loads_slowly(raw: bytes, max_depth: int) -> Any:
@@ -109,6 +134,11 @@ def parsed_too_deep(raw: bytes, value: Any, limit: int) -> bool:
 
 def read_json(request: Request, max_depth: int) -> Any:
     """The parsed body; 415 when it is not JSON, 413 past the size limit, 400 when malformed or too deep."""
+    return read_json_plain(request, max_depth)[0]
+
+
+def read_json_plain(request: Request, max_depth: int) -> tuple[Any, bool]:
+    """read_json, and whether the body's text is plain (see loads_plain)."""
     if not is_json(request):
         raise UnsupportedMediaType("The request body must be JSON (Content-Type: application/json).")
     raw = request.get_data(cache=False)  # werkzeug raises 413 past MAX_CONTENT_LENGTH with a Content-Length
@@ -122,4 +152,4 @@ def read_json(request: Request, max_depth: int) -> Any:
                 if not stream.read(64 * 1024):
                     break
             raise BodyTooLarge("The request body is larger than this service accepts.")
-    return loads(raw, max_depth)
+    return loads_plain(raw, max_depth)

@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from cds_service import metrics, protocol
 from cds_service.errors import CDSError, UnknownService
 from cds_service.runtime import Runtime
-from cds_service.web.body import read_json
+from cds_service.web.body import read_json, read_json_plain
 from cds_service.web.logs import Event
 
 bp = Blueprint("hooks", __name__)
@@ -44,10 +44,10 @@ def call(service_id: str) -> Response:
     started = time.perf_counter()
     status, rules_fired, card_uuids = 500, [], []
     try:
-        body = read_json(request, rt.settings.max_json_depth)
+        body, plain_text = read_json_plain(request, rt.settings.max_json_depth)
         if isinstance(body, dict) and isinstance(body.get("hookInstance"), str):
             g.hook_instance = body["hookInstance"][:256]
-        hook_request = protocol.parse_hook_request(body, service, rt.settings.max_cards)
+        hook_request = protocol.parse_hook_request(body, service, rt.settings.max_cards, plain_text=plain_text)
         outcome = rt.answer(hook_request, service)
         status, rules_fired = 200, sorted({f.rule for f in outcome.findings})
         metrics.count_cards(outcome.response["cards"])

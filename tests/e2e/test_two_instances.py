@@ -66,12 +66,13 @@ def post_feedback(servers: list[Server], card: str, n: int) -> bool:
         try:
             with new_session() as session:
                 response = session.post(server.url(path), json=feedback_body(card, n), headers=signed(path), timeout=30)
-        except requests.ConnectionError:
-            continue
+                answer = response.json() if response.status_code == 200 else None
+        except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):
+            continue  # refused, or killed while it answered: not acknowledged, so the next instance is asked
         assert response.status_code == 200, response.text
         # 200 is the acknowledgement. stored may be 0 when an instance killed after its commit
         # never answered and the retry found the entry already there.
-        return bool(response.json()["stored"] in (0, 1))
+        return bool(answer is not None and answer["stored"] in (0, 1))
     return False
 
 

@@ -193,6 +193,30 @@ def test_invalid_resource_gets_its_own_card_and_the_rest_is_evaluated(client: Fl
     assert "MedicationAdministration/ma-4f2b4345-p60" in invalid[1]["summary"]
 
 
+@pytest.mark.parametrize("ensure_ascii", [True, False])  # "\\u00a0" escaped, or the character in UTF-8
+@pytest.mark.parametrize("space", ["\u00a0", "\u2003", "\u3000", "\x0b", "\x0c", "\x85"])
+def test_a_string_of_other_whitespace_is_invalid_however_the_body_writes_it(
+    client: FlaskClient, space: str, ensure_ascii: bool
+) -> None:
+    """FHIR's string pattern refuses a text of whitespace other than space, tab, CR and LF: the body's
+    text check sends such a body to the Structs that check the pattern."""
+    request = request_01()
+    request["prefetch"]["conditions"]["entry"][0]["resource"]["code"]["text"] = space * 2
+    raw = json.dumps(request, ensure_ascii=ensure_ascii).encode()
+    body = client.post(DISCHARGE, data=raw, content_type="application/json").get_json()
+    invalid = [c for c in body["cards"] if c["source"]["topic"]["code"] == "invalid-resource"]
+    assert len(invalid) == 1 and "Condition/" in invalid[0]["summary"], topics(body)
+    assert "code.text" in invalid[0]["detail"]
+
+
+def test_a_plain_body_and_its_escaped_twin_get_the_same_cards(client: FlaskClient) -> None:
+    request = request_01()
+    request["prefetch"]["conditions"]["entry"][0]["resource"]["code"]["text"] = "Anémie pernicieuse, B12"
+    answers = [client.post(DISCHARGE, data=json.dumps(request, ensure_ascii=ascii).encode(),
+                           content_type="application/json").get_json() for ascii in (True, False)]
+    assert answers[0] == answers[1] and "invalid-resource" not in topics(answers[0])
+
+
 def test_history_admin_is_validated_on_what_the_frequency_rule_reads(client: FlaskClient) -> None:
     """Another encounter's administration: drug, status and date are checked; its dose is not read."""
     request = request_01()

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cds_service.errors import InvalidHookRequest
-from cds_service.web.body import loads, nesting_exceeds, parsed_too_deep
+from cds_service.web.body import loads, loads_plain, nesting_exceeds, only_plain_whitespace, parsed_too_deep
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(alphabet='[]{}"\\ab,:\u00e9'),
@@ -83,3 +83,27 @@ def test_a_parsed_answer_is_measured_in_any_json_encoding(encoding: str, n: int,
         value = {'a\\"[': [value]} if n % 2 else [{"b{": value}]  # brackets and escapes inside keys
     raw = json.dumps(value).encode(encoding)
     assert parsed_too_deep(raw, json.loads(raw), 20) is too_deep
+
+
+@given(st.text(), st.booleans())
+def test_a_plain_text_holds_no_whitespace_but_space_tab_cr_and_lf(text: str, ascii_only: bool) -> None:
+    raw = json.dumps({"text": text}, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    if only_plain_whitespace(raw):
+        assert not any(char.isspace() and char not in " \t\r\n" for char in json.loads(raw)["text"])
+
+
+@pytest.mark.parametrize(("raw", "plain"), [
+    (b'{"a": "b c\\td\\ne"}', True),
+    ('{"a": "Ana\u00efs"}'.encode(), True),  # non-ASCII, no whitespace among it
+    ('{"a": "a\u00a0b"}'.encode(), False),  # a no-break space, raw
+    (b'{"a": "a\\u00e9"}', False),  # any \\u escape
+    (b'{"a": "a\\fb"}', False),  # a form feed
+    (b'{"a": "\\ud800"}', False),  # read by the standard library
+])
+def test_the_body_says_whether_its_text_is_plain(raw: bytes, plain: bool) -> None:
+    assert loads_plain(raw, 20)[1] is plain
+    assert loads_plain(raw, 256)[1] is False  # deeper than orjson writes out: the strict Structs
+
+
+def test_a_body_read_by_the_standard_library_is_never_plain() -> None:
+    assert loads_plain('{"a": "b"}'.encode("utf-16"), 20) == ({"a": "b"}, False)
