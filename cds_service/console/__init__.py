@@ -64,8 +64,9 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
         """Without the cookie, the empty session Flask's interface gives, without building its signer first
-        (every hook call comes here, and none carries the console's cookie)."""
-        if not request.cookies.get(self.get_cookie_name(app)):
+        (every hook call comes here, and none carries the console's cookie, whose path is /console; a
+        request with no Cookie header at all is not even parsed for one)."""
+        if "HTTP_COOKIE" not in request.environ or not request.cookies.get(self.get_cookie_name(app)):
             return self.session_class()
         return super().open_session(app, request)
 

@@ -49,7 +49,7 @@ def is_read(query: str) -> bool:
 
 def usable(value: Any) -> Any:
     """A prefetched OperationOutcome is the EHR saying it could not get the data: treat it as null."""
-    if isinstance(value, Mapping) and value.get("resourceType") == "OperationOutcome":
+    if isinstance(value, dict) and value.get("resourceType") == "OperationOutcome":
         return None
     return value
 
