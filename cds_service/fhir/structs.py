@@ -328,7 +328,13 @@ def partial(struct: type[FhirStruct], elements: Iterable[str]) -> type[FhirStruc
     in C, unchecked, where `struct` refuses an unknown one: what a caller that reads only them validates.
 
     Its other elements read as None, as an absent element does. Its rules are those among these elements;
-    a choice element must be wholly in or wholly out."""
+    a choice element must be wholly in or wholly out. Built under GENERATING, as the Structs are: a worker's
+    background thread may build one while a request thread asks for it."""
+    with GENERATING:
+        return _partial(struct, elements)
+
+
+def _partial(struct: type[FhirStruct], elements: Iterable[str]) -> type[FhirStruct]:
     wanted = set(elements)
     fields = [f for f in msgspec.structs.fields(struct) if f.encode_name in wanted]
     names = {f.name for f in fields}
