@@ -112,15 +112,18 @@ def _prepare_rest() -> None:
     models()
 
 
-@functools.cache
 def structs(variant: Variant = STRICT) -> dict[str, type[FhirStruct]]:
     """The generated Struct of each type read (about 0.1 s per variant; apps build them at start)."""
     return struct_pass.structs(READ_TYPES | CONTAINED_TYPES, variant)
 
 
-@functools.cache
 def history_struct(variant: Variant = STRICT) -> type[FhirStruct]:
     """An administration read for HISTORY_ELEMENTS only: msgspec passes over the rest without a copy."""
+    return _history_struct(variant)  # cached by the variant itself: history_struct() is history_struct(STRICT)
+
+
+@functools.cache
+def _history_struct(variant: Variant) -> type[FhirStruct]:
     return struct_pass.partial(structs(variant)["MedicationAdministration"], HISTORY_ELEMENTS)
 
 

@@ -18,7 +18,8 @@ something, no null in a list of complex elements). The primitives:
 
 A string holding a lone surrogate (which `json.loads` lets through), an integer beyond 64 bits and
 nesting past 255 levels are left to pydantic before all this: see `accept`. The PLAIN variant of the
-Structs, for a hook call's own plain JSON text, leaves out the String pattern: see `Variant`.
+Structs, for a hook call's own plain JSON text, leaves out the String pattern and that first check: see
+`Variant` and `accept`.
 
 The pass is strict where pydantic is lax: a number written as a string, an integer as a float, an
 element given by its Python name. Whatever the pass refuses, the caller gives to `fhir.fast`, which
@@ -184,6 +185,7 @@ class Variant:
 
 STRICT = Variant("Struct", string_pattern=True)
 PLAIN = Variant("PlainStruct", string_pattern=False)
+STRING_PATTERN = "[ \r\n\t\\S]+"  # fhir_core's String: PLAIN leaves out this pattern, and no other
 
 
 def _primitive(annotation: Any, variant: Variant = STRICT) -> Any:
@@ -206,7 +208,7 @@ def _primitive(annotation: Any, variant: Variant = STRICT) -> Any:
             elif isinstance(part, annotated_types.Le):
                 meta["le"] = part.le
             elif type(part).__name__ == "_PydanticGeneralMetadata" and set(vars(part)) == {"pattern"}:
-                if plain_string:
+                if plain_string and vars(part)["pattern"] == STRING_PATTERN:
                     meta["min_length"] = max(1, meta.get("min_length", 0))
                 elif not always_matches(vars(part)["pattern"]):
                     meta["pattern"] = python_pattern(vars(part)["pattern"])
@@ -381,8 +383,9 @@ def accept(struct: type[FhirStruct], data: Any, *, plain: bool = False) -> FhirS
     First orjson writes it out (about 1 µs a resource) and so refuses what pydantic-core refuses in any
     string and `re` would let through, a lone surrogate (json.loads keeps `\\ud800` escapes); and
     with it an integer beyond 64 bits and nesting past 255 levels, which pydantic then judges.
-    plain=True says the data was read from text that `web.body.plain_text` passed (a PLAIN Struct's
-    condition), which orjson read, so none of these can be in it."""
+    plain=True says the data was read from text that `web.body.loads_plain` found plain (a PLAIN Struct's
+    condition): orjson read it, at most 255 levels deep, so none of these can be in it, and the check is
+    skipped."""
     try:
         if not plain:
             orjson.dumps(data)

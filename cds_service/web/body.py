@@ -18,7 +18,9 @@ ONE_KIND = bytes.maketrans(b"{}", b"[]")  # in well-formed JSON, depth does not 
 STRING = re.compile(rb'"[^"]*"')  # once escapes are gone and only quotes and brackets are left
 ASCII = bytes(range(128))
 SPACE_ESCAPE = re.compile(rb"\\[uf]")  # \u (any code point) or \f (form feed); `in` is 3 times slower here
-PLAIN_MAX_DEPTH = 255  # orjson writes out no deeper; fhir.structs.accept leaves deeper data to pydantic
+# A body this deep at most holds resources at most 253 deep (they sit 2 levels down or more), which orjson
+# writes out: what fhir.structs.accept checks with orjson.dumps when the text is not plain (it refuses 255).
+PLAIN_MAX_DEPTH = 255
 
 
 def is_json(request: Request) -> bool:
