@@ -517,3 +517,38 @@ def test_card_text_agrees_with_its_suggestions(client: FlaskClient) -> None:
     del request["prefetch"]["administrations"]["entry"][0]["resource"]["dosage"]["dose"]
     card = client.post(DISCHARGE, json=request).get_json()["cards"][0]
     assert "No drug line is suggested" in card["detail"]
+
+
+@pytest.mark.parametrize("origins", [["*"], ["https://ehr.example.org", "https://sandbox.cds-hooks.org"]])
+def test_cors_headers_are_flask_cors_own_with_or_without_origin(
+    make_config: Callable[..., Path], origins: list[str]
+) -> None:
+    """The service answers a request without Origin from what flask_cors said once at start: the same
+    headers as flask_cors itself gives, on every path and method; with Origin, flask_cors answers."""
+    from flask_cors import CORS
+
+    ours = create_app(str(make_config(cors={"origins": origins}))).test_client()
+    reference_app = Flask("reference")
+    CORS(reference_app, origins=origins, allow_headers=["Authorization", "Content-Type"],
+         methods=["GET", "POST", "OPTIONS"], max_age=86400)
+    for rule in ("/cds-services", "/cds-services/<x>", "/healthz", "/nowhere"):
+        reference_app.add_url_rule(rule, rule, lambda **_: "", methods=["GET", "POST"])
+    reference = reference_app.test_client()
+
+    def cors_headers(response: Any) -> list[tuple[str, str]]:
+        return sorted((k, v) for k, v in response.headers.items() if k.startswith("Access-Control") or k == "Vary")
+
+    cases: list[dict[str, Any]] = [{}, {"Origin": "https://ehr.example.org"}, {"Origin": "https://evil.example.com"},
+                                   {"Access-Control-Request-Private-Network": "true"}]
+    for path in ("/cds-services", f"/cds-services/{DISCHARGE.rsplit('/', 1)[1]}", "/healthz", "/nowhere"):
+        for headers in cases:
+            for method in ("GET", "POST"):
+                got = ours.open(path, method=method, headers=headers, json={} if method == "POST" else None)
+                want = reference.open(path, method=method, headers=headers, json={} if method == "POST" else None)
+                assert cors_headers(got) == cors_headers(want), (path, method, headers)
+                names = [k.lower() for k, _ in got.headers.items()]
+                assert len(names) == len(set(names)), got.headers  # nothing added twice
+    preflight = {"Origin": "https://ehr.example.org", "Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "Content-Type, Authorization"}
+    assert cors_headers(ours.options(DISCHARGE, headers=preflight)) == cors_headers(
+        reference.options("/cds-services/x", headers=preflight))
