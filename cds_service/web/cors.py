@@ -2,7 +2,7 @@
 
 An EHR calls the service server to server: no Origin header. flask_cors answers such a request with the
 same headers whatever its path and body (with `always_send`, its default, `Access-Control-Allow-Origin`
-for the configured origins), but works them out again on every response, about 3% of a hook call's CPU.
+for the configured origins), but works them out again on every response, 2 to 3% of a hook call's CPU.
 `install` asks flask_cors once, at start, what it adds to such a response and adds just that; a request
 that carries any header flask_cors reads (Origin, a preflight's, Private Network Access's), an OPTIONS
 request and a response that already has CORS headers still go to flask_cors itself.
