@@ -89,13 +89,14 @@ def main(argv: list[str] | None = None) -> int:
                       f"non-2xx {r.non2xx}", flush=True)
         pairs = [b / a for a, b in zip(per_core["A"], per_core["B"], strict=True)]
         quartiles = statistics.quantiles(pairs, n=4) if len(pairs) > 1 else [pairs[0]] * 3
-        print(f"\nreq/s per core, median: A {statistics.median(per_core['A']):.0f}, B {statistics.median(per_core['B']):.0f}")
+        medians = {name: statistics.median(values) for name, values in per_core.items()}
+        print(f"\nreq/s per core, median: A {medians['A']:.0f}, B {medians['B']:.0f}")
         print(f"B/A over adjacent pairs: median {statistics.median(pairs):.3f} "
               f"(quartiles {quartiles[0]:.3f}, {quartiles[2]:.3f})")
     finally:
         for server in servers.values():
             server.stop()
-        for name, tree in trees.items():
+        for tree in trees.values():
             if tree != run.ROOT:
                 subprocess.run(["git", "-C", str(run.ROOT), "worktree", "remove", "--force", str(tree)], check=False)
     return 0
