@@ -46,11 +46,8 @@ def serve(name: str, tree: Path, work: Path) -> run.Server:
     # -P: the working directory (the main tree) is not put before PYTHONPATH on the module path
     argv = [str(run.BIN / "python"), "-P", "-c", code, "serve", "--config", str(config), "--host", "127.0.0.1",
             "--port", str(port), "--workers", "2"]
-    os.environ["PYTHONPATH"] = str(tree)  # the child's cds_service is this tree's, not the installed one
-    try:
-        return run.Server(name, argv, port, work / f"{name}.log")
-    finally:
-        del os.environ["PYTHONPATH"]
+    env = {**os.environ, "PYTHONPATH": str(tree)}  # the child's cds_service is this tree's, not the installed one
+    return run.Server(name, argv, port, work / f"{name}.log", env=env)
 
 
 def main(argv: list[str] | None = None) -> int:

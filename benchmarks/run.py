@@ -355,12 +355,12 @@ def free_port() -> int:
 class Server:
     """A gunicorn master we started; stopped by its own pid, its workers checked by theirs."""
 
-    def __init__(self, name: str, argv: list[str], port: int, log: Path) -> None:
+    def __init__(self, name: str, argv: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> None:
         self.name, self.port, self.log = name, port, log
         self.logfile = open(log, "ab")  # noqa: SIM115
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=self.logfile, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, env=env)
 
     def wait_ready(self, timeout: float = 60) -> float:
         """Seconds from process start to the first 200 on GET /cds-services."""

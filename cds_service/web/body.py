@@ -21,6 +21,7 @@ SPACE_ESCAPE = re.compile(rb"\\[uf]")  # \u (any code point) or \f (form feed); 
 # A body this deep at most holds resources at most 253 deep (they sit 2 levels down or more), which orjson
 # writes out: what fhir.structs.accept checks with orjson.dumps when the text is not plain (it refuses 255).
 PLAIN_MAX_DEPTH = 255
+BOM = b"\xef\xbb\xbf"  # a UTF-8 byte order mark, as some clients send
 
 
 def is_json(request: Request) -> bool:
@@ -62,17 +63,23 @@ def only_plain_whitespace(raw: bytes) -> bool:
 
 
 def loads(raw: bytes, max_depth: int) -> Any:
-    """Parse a JSON body; 400 when it is malformed or nests deeper than max_depth."""
-    return loads_plain(raw, max_depth)[0]
-
-
-def loads_plain(raw: bytes, max_depth: int) -> tuple[Any, bool]:
-    """Parse a JSON body, and say whether its text is plain: read by orjson, 255 levels deep at most and
-    only_plain_whitespace (what fhir.structs.PLAIN asks); 400 when malformed or deeper than max_depth.
+    """Parse a JSON body; 400 when it is malformed or nests deeper than max_depth.
 
     orjson reads nearly every body; what it refuses but JSON allows (UTF-16 or UTF-32, a lone surrogate
     escape, a number beyond a double) is read again by the standard library before a 400."""
-    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark, as some clients send
+    return _parse(raw.removeprefix(BOM), max_depth)[0]
+
+
+def loads_plain(raw: bytes, max_depth: int) -> tuple[Any, bool]:
+    """loads, and whether the text is plain: read by orjson, 255 levels deep at most and
+    only_plain_whitespace (what fhir.structs.PLAIN asks)."""
+    raw = raw.removeprefix(BOM)
+    body, by_orjson = _parse(raw, max_depth)
+    return body, by_orjson and max_depth <= PLAIN_MAX_DEPTH and only_plain_whitespace(raw)
+
+
+def _parse(raw: bytes, max_depth: int) -> tuple[Any, bool]:
+    """The parsed value, and whether orjson read it (else the standard library did)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -81,7 +88,7 @@ def loads_plain(raw: bytes, max_depth: int) -> tuple[Any, bool]:
         return loads_slowly(raw, max_depth), False
     if nesting_exceeds(raw, max_depth):
         raise InvalidHookRequest("The JSON body is nested too deeply.")
-    return body, max_depth <= PLAIN_MAX_DEPTH and only_plain_whitespace(raw)
+    return body, True
 
 
 def loads_slowly(raw: bytes, max_depth: int) -> Any:
@@ -136,11 +143,16 @@ def parsed_too_deep(raw: bytes, value: Any, limit: int) -> bool:
 
 def read_json(request: Request, max_depth: int) -> Any:
     """The parsed body; 415 when it is not JSON, 413 past the size limit, 400 when malformed or too deep."""
-    return read_json_plain(request, max_depth)[0]
+    return loads(body_bytes(request), max_depth)
 
 
 def read_json_plain(request: Request, max_depth: int) -> tuple[Any, bool]:
     """read_json, and whether the body's text is plain (see loads_plain)."""
+    return loads_plain(body_bytes(request), max_depth)
+
+
+def body_bytes(request: Request) -> bytes:
+    """The raw body of a JSON request; 415 when it is not JSON, 413 past the size limit."""
     if not is_json(request):
         raise UnsupportedMediaType("The request body must be JSON (Content-Type: application/json).")
     raw = request.get_data(cache=False)  # werkzeug raises 413 past MAX_CONTENT_LENGTH with a Content-Length
@@ -154,4 +166,4 @@ def read_json_plain(request: Request, max_depth: int) -> tuple[Any, bool]:
                 if not stream.read(64 * 1024):
                     break
             raise BodyTooLarge("The request body is larger than this service accepts.")
-    return loads_plain(raw, max_depth)
+    return raw
