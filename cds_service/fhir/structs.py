@@ -6,15 +6,18 @@ aliases, cardinalities and model rules (unknown elements refused, `resourceType`
 choice element `nnn[x]`, required primitives or their `_nnn` extension, a `_nnn` object that says
 something, no null in a list of complex elements). The primitives:
 
-- a string, code, id, uri, oid or markdown is a str under fhir_core's own pattern and length limits.
+- a string, uri or markdown is a str under fhir_core's own pattern and length limits.
   pydantic-core reads a pattern with the Rust regex engine, this pass with Python's `re`: `$` is written
   `\\Z` (end of text, as Rust's `$`), and Python counts more characters as whitespace than Rust does
   (U+001C to U+001F), so a string that `re` accepts, Rust accepts too (lone surrogates aside: below);
+- a code, id or oid (a pattern of its own, few distinct values) goes through fhir_core's type by
+  pydantic, as below, and is remembered: a remembered value costs less than msgspec's call to `re`;
 - an integer is an int within fhir_core's bounds, a boolean a bool, xhtml a str (pydantic ignores its
   marker);
 - a primitive that fhir_core converts in Python (decimal, date, dateTime, instant, time, url,
   base64Binary, uuid) goes through the very fhir_core type, by pydantic, so its value is the same; the
-  last 2,048 strings read as each such type are remembered, as the dates of one request repeat.
+  last 2,048 strings of up to 64 characters read as each such type are remembered, as the dates of one
+  request repeat.
 
 A string holding a lone surrogate (which `json.loads` lets through), an integer beyond 64 bits and
 nesting past 255 levels are left to pydantic before all this: see `accept`. The PLAIN variant of the
@@ -54,6 +57,7 @@ from cds_service.fhir import fast
 __all__ = ["PLAIN", "STRICT", "FhirStruct", "Variant", "accept", "partial", "struct_for", "structs"]
 
 CONVERTED_CACHE = 2048  # strings remembered per converted primitive type
+REMEMBERED_LENGTH = 64  # ... of this length at most, so that what is remembered stays small
 
 
 class FhirStruct(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
@@ -121,12 +125,18 @@ class Converted(metaclass=AnyValue):
     convert: ClassVar[Any]
 
 
+# Each Converted type's conversion of a string, remembered (the last CONVERTED_CACHE strings it read).
+REMEMBERED: dict[type, Any] = {}
+
+
 def _hook(kind: type, value: Any) -> Any:
+    if type(value) is str and len(value) <= REMEMBERED_LENGTH:
+        remembered = REMEMBERED.get(kind)
+        if remembered is not None:
+            return remembered(value)
     convert = getattr(kind, "convert", None)
     if convert is None:
         raise NotImplementedError(kind)
-    if type(value) is str:
-        return kind.remembered(value)  # type: ignore[attr-defined]
     return convert(value)  # a number: not remembered, as -0.0 == 0.0 would share one Decimal
 
 
@@ -139,9 +149,8 @@ def _converted(annotation: Any) -> type[Converted]:
     name = f"Converted{visit or getattr(args[0], '__name__', 'Value')}"
     convert = adapter.validate_python
     remembered = functools.lru_cache(maxsize=CONVERTED_CACHE)(convert)  # for strings only: equal is identical
-    kind: type[Converted] = type(name, (Converted,), {
-        "convert": staticmethod(convert), "remembered": staticmethod(remembered), "__module__": __name__,
-    })
+    kind: type[Converted] = type(name, (Converted,), {"convert": staticmethod(convert), "__module__": __name__})
+    REMEMBERED[kind] = remembered
     return kind
 
 
@@ -210,6 +219,10 @@ def _primitive(annotation: Any, variant: Variant = STRICT) -> Any:
             elif type(part).__name__ == "_PydanticGeneralMetadata" and set(vars(part)) == {"pattern"}:
                 if plain_string and vars(part)["pattern"] == STRING_PATTERN:
                     meta["min_length"] = max(1, meta.get("min_length", 0))
+                elif type(extra) is not fhir_types.String and not always_matches(vars(part)["pattern"]):
+                    # code, id, oid: pydantic's verdict, remembered (few distinct values), costs less than
+                    # msgspec's call to `re` for each
+                    return _converted(annotation)
                 elif not always_matches(vars(part)["pattern"]):
                     meta["pattern"] = python_pattern(vars(part)["pattern"])
             else:

@@ -314,6 +314,28 @@ def test_a_plain_pattern_accepts_only_what_pydantic_accepts_in_plain_text(name: 
             assert (structs.accept(struct, {"value": text}, plain=True) is not None) == expected, repr(text)  # type: ignore[arg-type]
 
 
+def test_codes_and_ids_are_pydantics_verdict_and_only_short_ones_are_remembered() -> None:
+    """A code, id or oid goes through fhir_core's type; what is remembered stays small: 64 characters at most."""
+    code = structs._primitive(fhir_types.CodeType, structs.PLAIN)
+    remembered = structs.REMEMBERED[code]
+    struct = PLAIN_PATTERN_STRUCT["CodeType"]
+    def lookups() -> int:
+        return remembered.cache_info().hits + remembered.cache_info().misses
+
+    before = lookups()
+    long_code = "x" * (structs.REMEMBERED_LENGTH + 1)
+    assert structs.accept(struct, {"value": long_code}, plain=True).value == long_code  # type: ignore[arg-type, union-attr]
+    assert lookups() == before
+    assert structs.accept(struct, {"value": "x" * structs.REMEMBERED_LENGTH}, plain=True) is not None  # type: ignore[arg-type]
+    assert lookups() == before + 1
+    for refused in ("a  b", " a", "", 5, None, ["a"]):
+        assert structs.accept(struct, {"value": refused}, plain=True) is None, repr(refused)  # type: ignore[arg-type]
+    ident = PLAIN_PATTERN_STRUCT["IdType"]
+    assert structs.accept(ident, {"value": "A-1.b"}, plain=True) is not None  # type: ignore[arg-type]
+    assert structs.accept(ident, {"value": "a b"}, plain=True) is None  # type: ignore[arg-type]
+    assert structs.accept(ident, {"value": "a_1"}, plain=True) is None  # type: ignore[arg-type]
+
+
 def test_history_struct_is_one_class_per_variant() -> None:
     assert parse.history_struct() is parse.history_struct(structs.STRICT)
     assert parse.history_struct(structs.PLAIN) is not parse.history_struct()
