@@ -14,7 +14,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cds_service import config as configuration
-from cds_service.cards import CODE_SYSTEMS, MODIFIER_URL, CardRenderer, escape_markdown, load_templates, name_uuid
+from cds_service.cards import (
+    CODE_SYSTEMS,
+    MODIFIER_URL,
+    CardRenderer,
+    escape_markdown,
+    json_copy,
+    load_templates,
+    name_uuid,
+)
 from cds_service.rules import INJECTION_RULES, RULES, evaluate
 from cds_service.rules.model import (
     ChargeLine,
@@ -314,3 +322,24 @@ def test_markdown_escaping_puts_a_backslash_before_each_special_character(value:
     escaped = escape_markdown(value)
     assert re.sub(r"\\(.)", r"\1", escaped, flags=re.DOTALL) == value
     assert escaped == "".join("\\" + c if c in "\\`*_[]<>|~" else c for c in value)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(value=st.dictionaries(st.text(max_size=8), JSON_VALUES, max_size=5))
+def test_a_json_copy_is_equal_and_shares_nothing(value: dict[str, Any]) -> None:
+    """The captured ChargeItem an update card carries: copied whole, whatever JSON holds (big integers too)."""
+    copied = json_copy(value)
+    assert copied == value and repr(copied) == repr(value)  # repr: -0.0 stays -0.0, 1 stays an int
+
+    def containers(node: Any) -> list[int]:
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else []
+        return ([id(node)] if isinstance(node, dict | list) else []) + [i for c in children for i in containers(c)]
+
+    assert not set(containers(copied)) & set(containers(value))
