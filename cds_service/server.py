@@ -109,7 +109,10 @@ def child_exit(_arbiter: Any, worker: Any) -> None:
 
 
 def worker_exit(_arbiter: Any, _worker: Any) -> None:
-    """gunicorn hook, in the worker as it exits: write the store's queued log rows (cards issued, evaluations)."""
+    """gunicorn hook, in the worker as it exits: write the store's queued log rows (cards issued, evaluations)
+    and the queued log lines."""
     from cds_service import store
+    from cds_service.web import logs
 
     store.flush_all()
+    logs.flush()

@@ -1,0 +1,114 @@
+"""The log handler writes its lines in batches: an info line within the flush interval, a warning at once."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+from cds_service.web.logs import BatchedStreamHandler, Event, JsonFormatter
+
+
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def logger_with(handler: logging.Handler, name: str) -> logging.Logger:
+    logger = logging.getLogger(f"test-batches.{name}")
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    handler.setFormatter(JsonFormatter())
+    return logger
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def wait_for(predicate: object, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def test_info_lines_go_out_together_within_the_interval() -> None:
+    stream = CountingStream()
+    log = logger_with(BatchedStreamHandler(stream, interval=0.2), "info")
+    for n in range(3):
+        log.info(Event({"event": "hook", "n": n}))
+    assert stream.getvalue() == ""  # queued, not yet written
+    assert wait_for(lambda: len(lines(stream)) == 3)
+    assert [line["n"] for line in lines(stream)] == [0, 1, 2]
+    assert stream.writes == 1
+    log.info(Event({"event": "hook", "n": 3}))  # the thread writes the next interval's lines too
+    assert wait_for(lambda: len(lines(stream)) == 4) and stream.writes == 2
+
+
+def test_a_warning_is_written_at_once_after_the_lines_before_it() -> None:
+    stream = CountingStream()
+    log = logger_with(BatchedStreamHandler(stream, interval=60), "warning")
+    log.info(Event({"event": "hook", "n": 1}))
+    log.error(Event({"event": "store_write_failed"}))
+    assert [(line["level"], line["event"]) for line in lines(stream)] == [("info", "hook"),
+                                                                         ("error", "store_write_failed")]
+    assert stream.writes == 1
+
+
+def test_a_full_queue_is_written_at_once() -> None:
+    stream = CountingStream()
+    log = logger_with(BatchedStreamHandler(stream, interval=60, max_pending=4), "full")
+    for n in range(9):
+        log.info(Event({"event": "hook", "n": n}))
+    assert [line["n"] for line in lines(stream)] == list(range(8)) and stream.writes == 2
+
+
+def test_a_failing_stream_drops_the_lines_and_logging_goes_on() -> None:
+    class Broken(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    log = logger_with(BatchedStreamHandler(Broken(), interval=60), "broken")
+    log.error(Event({"event": "one"}))
+    log.error(Event({"event": "two"}))  # no exception reaches the caller
+
+
+def test_a_forked_child_writes_its_own_lines_and_not_its_parents(tmp_path: Path) -> None:
+    """gunicorn forks its workers from a master that logs: each line is written once, by its own process,
+    with the child's thread (here the child ends by os._exit, which skips logging's flush at exit)."""
+    out = tmp_path / "log.txt"
+    script = textwrap.dedent(f"""
+        import logging, os, sys, time
+        from cds_service.web import logs
+        stream = open({str(out)!r}, "a", buffering=1)
+        handler = logs.BatchedStreamHandler(stream, interval=0.05)
+        handler.setFormatter(logs.JsonFormatter())
+        log = logging.getLogger("fork-test")
+        log.addHandler(handler); log.setLevel(logging.INFO); log.propagate = False
+        log.info(logs.Event({{"event": "parent-before-fork"}}))
+        pid = os.fork()
+        if pid == 0:
+            log.info(logs.Event({{"event": "child"}}))
+            time.sleep(0.5)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        log.info(logs.Event({{"event": "parent-after-fork"}}))
+    """)
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
+    events = [json.loads(line)["event"] for line in out.read_text().splitlines()]
+    assert sorted(events) == ["child", "parent-after-fork", "parent-before-fork"]
+    assert events.index("parent-before-fork") < events.index("child")
