@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
@@ -443,8 +444,8 @@ class FeedbackStore:
             "evaluated_at": now(),
             "duration_ms": duration_ms,
             "status": status,
-            "rules_fired": json.dumps(list(rules)),
-            "card_uuids": json.dumps(list(card_uuids)),
+            "rules_fired": orjson.dumps(list(rules)).decode(),
+            "card_uuids": orjson.dumps(list(card_uuids)).decode(),
         }])
 
     def feedback_for(self, card_uuid: str) -> list[dict[str, Any]]:

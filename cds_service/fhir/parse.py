@@ -31,6 +31,7 @@ READ_TYPES = frozenset(
 )
 # Read only inside another resource: an Encounter's contained Locations carry its place of service.
 CONTAINED_TYPES = frozenset({"Location"})
+GENERATED_TYPES = READ_TYPES | CONTAINED_TYPES
 MAX_PROBLEMS = 5
 DRAFT_ORDERS = "context.draftOrders"  # where order-sign's draft orders are read from
 # What facts.build reads of an administration that is another encounter's: the frequency rule's drug,
@@ -90,7 +91,7 @@ def models() -> dict[str, type[FastModel]]:
 
 @functools.cache
 def _models() -> dict[str, type[FastModel]]:
-    return {rtype: model_for(get_fhir_model_class(rtype)) for rtype in sorted(READ_TYPES | CONTAINED_TYPES)}
+    return {rtype: model_for(get_fhir_model_class(rtype)) for rtype in sorted(GENERATED_TYPES)}
 
 
 def prepare() -> threading.Thread:
@@ -114,7 +115,7 @@ def _prepare_rest() -> None:
 
 def structs(variant: Variant = STRICT) -> dict[str, type[FhirStruct]]:
     """The generated Struct of each type read (about 0.1 s per variant; apps build them at start)."""
-    return struct_pass.structs(READ_TYPES | CONTAINED_TYPES, variant)
+    return struct_pass.structs(GENERATED_TYPES, variant)
 
 
 def history_struct(variant: Variant = STRICT) -> type[FhirStruct]:
