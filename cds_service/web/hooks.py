@@ -13,8 +13,8 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from cds_service import metrics, protocol
 from cds_service.errors import CDSError, UnknownService
 from cds_service.runtime import Runtime
+from cds_service.web import logs
 from cds_service.web.body import read_json, read_json_plain
-from cds_service.web.logs import Event
 
 bp = Blueprint("hooks", __name__)
 log = logging.getLogger("cds_service.requests")
@@ -108,4 +108,4 @@ def access_log(service_id: str, status: int, started: float, rules_fired: list[s
         "duration_ms": round((time.perf_counter() - started) * 1000, 1),
         "rules": rules_fired,
     }
-    log.info(Event(record))
+    logs.info(log, record)

@@ -38,16 +38,25 @@ class JsonFormatter(logging.Formatter):
                 event = json.loads(message) if message.startswith("{") else {"message": message}
             except ValueError:
                 event = {"message": message}
-        event = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            **event,
-        }
+        event = {"time": stamp(record.created, record.msecs), "level": record.levelname.lower(), "logger": record.name,
+                 **event}
         for name in EXTRA_FIELDS:
             if getattr(record, name, None) is not None:
                 event[name] = getattr(record, name)
         return dumps(event)
+
+
+_second: tuple[int, str] = (-1, "")  # the last second stamped, and its text
+
+
+def stamp(created: float, msecs: float) -> str:
+    """'2026-11-27T15:04:05.123Z' (UTC) for a time.time() and its milliseconds, as a LogRecord holds them."""
+    global _second
+    whole = int(created)
+    second = _second
+    if second[0] != whole:
+        second = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{second[1]}.{int(msecs):03d}Z"
 
 
 def dumps(event: dict[str, Any]) -> str:
@@ -86,17 +95,22 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def emit(self, record: logging.LogRecord) -> None:
         """Queue one line (logging calls this under the handler's lock)."""
         try:
-            line = self.format(record) + self.terminator
+            line = self.format(record)
         except Exception:
             self.handleError(record)
             return
-        self.pending.append(line)
-        if record.levelno >= logging.WARNING or len(self.pending) >= self.max_pending:
-            self.flush()
-        elif len(self.pending) == 1:
-            if self.thread_pid != os.getpid():
-                self.start()
-            self.due.set()
+        self.queue(line, record.levelno)
+
+    def queue(self, line: str, level: int) -> None:
+        """Queue one formatted line, of this level; written at once from WARNING up."""
+        with self.lock:  # type: ignore[union-attr]  # an RLock: emit holds it already
+            self.pending.append(line + self.terminator)
+            if level >= logging.WARNING or len(self.pending) >= self.max_pending:
+                self.flush()
+            elif len(self.pending) == 1:
+                if self.thread_pid != os.getpid():
+                    self.start()
+                self.due.set()
 
     def flush(self) -> None:
         """Write every queued line, in one write(); a stream that fails drops them (there is nowhere to say so)."""
@@ -127,6 +141,40 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 HANDLERS: weakref.WeakSet[BatchedStreamHandler] = weakref.WeakSet()
+
+
+def info(logger: logging.Logger, event: dict[str, Any]) -> None:
+    """logger.info(Event(event)), in a fraction of its time where configure()'s setup is in force.
+
+    A log call runs once per request, with the interpreter's caches cold: logging's record, handler and
+    formatter steps cost a hook call about 30 us, against 6 us in a loop. When this logger's records go to one
+    BatchedStreamHandler with the JsonFormatter and nothing else (no filter, no other handler), the same line
+    is formatted here and queued on that handler; any other setup gets logger.info itself."""
+    handler = sole_handler(logger)
+    if handler is None:
+        logger.info(Event(event))
+        return
+    created = time.time()
+    line = dumps({"time": stamp(created, (created - int(created)) * 1000), "level": "info", "logger": logger.name,
+                  **event})
+    handler.queue(line, logging.INFO)
+
+
+def sole_handler(logger: logging.Logger) -> BatchedStreamHandler | None:
+    """The one handler an INFO record of this logger would reach, when it is configure()'s kind and nothing
+    would filter the record on its way; else None."""
+    if logger.disabled or logger.filters or not logger.isEnabledFor(logging.INFO):
+        return None
+    found: BatchedStreamHandler | None = None
+    node: logging.Logger | None = logger
+    while node is not None:
+        for handler in node.handlers:
+            if (found is not None or type(handler) is not BatchedStreamHandler or handler.filters
+                    or type(handler.formatter) is not JsonFormatter or handler.level > logging.INFO):
+                return None
+            found = handler
+        node = node.parent if node.propagate else None
+    return found
 
 
 def flush() -> None:

@@ -11,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+from cds_service.web import logs
 from cds_service.web.logs import BatchedStreamHandler, Event, JsonFormatter
 
 
@@ -112,3 +113,56 @@ def test_a_forked_child_writes_its_own_lines_and_not_its_parents(tmp_path: Path)
     events = [json.loads(line)["event"] for line in out.read_text().splitlines()]
     assert sorted(events) == ["child", "parent-after-fork", "parent-before-fork"]
     assert events.index("parent-before-fork") < events.index("child")
+
+
+def test_the_short_path_writes_the_line_logging_would() -> None:
+    """logs.info formats and queues the line itself under configure()'s setup: the same keys, values and order
+    as logger.info(Event(...)) through the handler (the time aside, which is the call's)."""
+    stream = CountingStream()
+    handler = BatchedStreamHandler(stream, interval=60)
+    log = logger_with(handler, "short")
+    child = logging.getLogger("test-batches.short.requests")  # propagates to the handler above
+    event = {"event": "hook", "service": "s", "hookInstance": None, "status": 200, "rules": ["a", "b"], "é": "ü"}
+    assert logs.sole_handler(child) is handler
+    logs.info(child, event)
+    child.info(Event(event))
+    handler.flush()
+    short, standard = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert list(short) == list(standard) and {**short, "time": ""} == {**standard, "time": ""}
+    assert short["logger"] == "test-batches.short.requests" and short["level"] == "info"
+    assert abs(time.mktime(time.strptime(short["time"][:19], "%Y-%m-%dT%H:%M:%S")) - time.mktime(
+        time.strptime(standard["time"][:19], "%Y-%m-%dT%H:%M:%S"))) <= 1
+    assert not log.handlers[0].pending  # nothing left over, nothing written twice
+    assert stream.writes == 1
+
+
+def test_any_other_setup_gets_logging_itself() -> None:
+    """A level above INFO, a filter, a second handler or another formatter: the short path steps aside."""
+    stream = CountingStream()
+    handler = BatchedStreamHandler(stream, interval=60)
+    log = logger_with(handler, "other")
+    log.setLevel(logging.WARNING)
+    assert logs.sole_handler(log) is None
+    logs.info(log, {"event": "dropped"})
+    log.setLevel(logging.INFO)
+    log.addFilter(lambda record: False)
+    assert logs.sole_handler(log) is None
+    logs.info(log, {"event": "filtered"})
+    log.filters.clear()
+    extra = io.StringIO()
+    log.addHandler(logging.StreamHandler(extra))
+    assert logs.sole_handler(log) is None
+    logs.info(log, {"event": "both"})
+    handler.flush()
+    assert [line["event"] for line in lines(stream)] == ["both"] and '"both"' in extra.getvalue()
+    log.handlers = [handler]
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    assert logs.sole_handler(log) is None
+
+
+def test_a_time_stamp_is_the_formatters_for_every_millisecond() -> None:
+    record = logging.LogRecord("x", logging.INFO, "f", 1, "m", None, None)
+    for created in (0.0, 1.0005, 1_764_000_000.999, 1_764_000_001.0, 1_764_000_000.5):
+        record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
+        expected = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(record.msecs):03d}Z"
+        assert logs.stamp(created, record.msecs) == expected
