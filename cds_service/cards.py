@@ -317,8 +317,10 @@ class CardRenderer:
 
 
 def json_copy(value: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep copy of a JSON object: written and read back by orjson (a seventh of copy.deepcopy's time);
-    copy.deepcopy for what orjson cannot write (an integer past 64 bits, nesting past 255 levels)."""
+    """A deep copy of a JSON object as a JSON parser gives it (dicts, lists, str, int, float, bool, None):
+    written and read back by orjson (a seventh of copy.deepcopy's time); copy.deepcopy for what orjson
+    cannot write (an integer past 64 bits, nesting past 255 levels). Not for other Python values, which
+    orjson would turn into JSON ones."""
     try:
         copied: dict[str, Any] = orjson.loads(orjson.dumps(value))
     except orjson.JSONEncodeError:

@@ -73,7 +73,7 @@ def serve(settings: Settings, *, config_path: str | None, host: str, port: int, 
     }
     from cds_service.web import logs
 
-    logs.configure()
+    logs.configure(batched=False)  # each worker's create_app gives it the batching handler
     master = os.getpid()
     try:
         GunicornServer(options, settings).run()

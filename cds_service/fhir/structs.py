@@ -6,12 +6,13 @@ aliases, cardinalities and model rules (unknown elements refused, `resourceType`
 choice element `nnn[x]`, required primitives or their `_nnn` extension, a `_nnn` object that says
 something, no null in a list of complex elements). The primitives:
 
-- a string, uri or markdown is a str under fhir_core's own pattern and length limits.
+- a string, id, uri or markdown is a str under fhir_core's own pattern and length limits.
   pydantic-core reads a pattern with the Rust regex engine, this pass with Python's `re`: `$` is written
   `\\Z` (end of text, as Rust's `$`), and Python counts more characters as whitespace than Rust does
   (U+001C to U+001F), so a string that `re` accepts, Rust accepts too (lone surrogates aside: below);
-- a code, id or oid (a pattern of its own, few distinct values) goes through fhir_core's type by
-  pydantic, as below, and is remembered: a remembered value costs less than msgspec's call to `re`;
+- a code or oid (a pattern of its own and few distinct values: statuses, systems) goes through fhir_core's
+  type by pydantic, as below, and is remembered: a remembered value costs less than msgspec's call to `re`
+  (an id, nearly always new, stays with `re`);
 - an integer is an int within fhir_core's bounds, a boolean a bool, xhtml a str (pydantic ignores its
   marker);
 - a primitive that fhir_core converts in Python (decimal, date, dateTime, instant, time, url,
@@ -58,6 +59,8 @@ __all__ = ["PLAIN", "STRICT", "FhirStruct", "Variant", "accept", "partial", "str
 
 CONVERTED_CACHE = 2048  # strings remembered per converted primitive type
 REMEMBERED_LENGTH = 64  # ... of this length at most, so that what is remembered stays small
+# fhir_core types with a pattern of their own whose values repeat: read by pydantic and remembered (see above).
+REMEMBERED_PATTERNS = (fhir_types.Code, fhir_types.Oid)
 
 
 class FhirStruct(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, gc=False):
@@ -137,7 +140,7 @@ def _hook(kind: type, value: Any) -> Any:
     convert = getattr(kind, "convert", None)
     if convert is None:
         raise NotImplementedError(kind)
-    return convert(value)  # a number: not remembered, as -0.0 == 0.0 would share one Decimal
+    return convert(value)  # a long string, or a number: not remembered, as -0.0 == 0.0 would share one Decimal
 
 
 @functools.cache
@@ -219,10 +222,8 @@ def _primitive(annotation: Any, variant: Variant = STRICT) -> Any:
             elif type(part).__name__ == "_PydanticGeneralMetadata" and set(vars(part)) == {"pattern"}:
                 if plain_string and vars(part)["pattern"] == STRING_PATTERN:
                     meta["min_length"] = max(1, meta.get("min_length", 0))
-                elif type(extra) is not fhir_types.String and not always_matches(vars(part)["pattern"]):
-                    # code, id, oid: pydantic's verdict, remembered (few distinct values), costs less than
-                    # msgspec's call to `re` for each
-                    return _converted(annotation)
+                elif type(extra) in REMEMBERED_PATTERNS and not always_matches(vars(part)["pattern"]):
+                    return _converted(annotation)  # pydantic's verdict, remembered
                 elif not always_matches(vars(part)["pattern"]):
                     meta["pattern"] = python_pattern(vars(part)["pattern"])
             else:

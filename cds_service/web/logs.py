@@ -81,7 +81,9 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     the queue once per interval when there is one. A warning or an error is written at once, after the lines
     queued before it, and so is a queue of MAX_PENDING lines. A clean exit writes what is queued (logging's
     own shutdown flushes every handler; gunicorn's worker_exit too); a process killed outright (SIGKILL) loses
-    at most its last FLUSH_INTERVAL of info lines. A forked child starts with an empty queue and its own thread."""
+    at most its last FLUSH_INTERVAL of info lines. A forked child starts with an empty queue and its own thread.
+    As with logging's own handlers, a failure never reaches the code that logs: a line that cannot be
+    formatted goes to handleError, and a batch the stream refuses is dropped."""
 
     def __init__(self, stream: TextIO, interval: float = FLUSH_INTERVAL, max_pending: int = MAX_PENDING) -> None:
         super().__init__(stream)
@@ -89,31 +91,38 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.max_pending = max_pending
         self.pending: list[str] = []
         self.due = threading.Event()  # set when the queue goes from empty to not empty
-        self.thread_pid = 0  # the process whose thread writes the queue; 0 for none yet
+        self.thread: threading.Thread | None = None  # this process's writer thread
+        self.closed = False
+        self.stopping = threading.Event()  # set on close: the thread stops waiting and ends
         HANDLERS.add(self)
 
     def emit(self, record: logging.LogRecord) -> None:
         """Queue one line (logging calls this under the handler's lock)."""
         try:
-            line = self.format(record)
+            self.queue(self.format(record), record.levelno)
+        except RecursionError:
+            raise
         except Exception:
             self.handleError(record)
-            return
-        self.queue(line, record.levelno)
 
     def queue(self, line: str, level: int) -> None:
-        """Queue one formatted line, of this level; written at once from WARNING up."""
+        """Queue one formatted line, of this level; written at once from WARNING up, or when no writer thread
+        can be had."""
         with self.lock:  # type: ignore[union-attr]  # an RLock: emit holds it already
             self.pending.append(line + self.terminator)
-            if level >= logging.WARNING or len(self.pending) >= self.max_pending:
+            if level >= logging.WARNING or len(self.pending) >= self.max_pending or self.closed:
                 self.flush()
             elif len(self.pending) == 1:
-                if self.thread_pid != os.getpid():
-                    self.start()
                 self.due.set()
+                if self.thread is None or not self.thread.is_alive():
+                    try:
+                        self.start()
+                    except RuntimeError:  # no new thread (at interpreter exit, or none to be had): write now
+                        self.flush()
 
     def flush(self) -> None:
-        """Write every queued line, in one write(); a stream that fails drops them (there is nowhere to say so)."""
+        """Write every queued line, in one write(); a batch the stream refuses is dropped (closed, a broken pipe:
+        there is nowhere left to say so)."""
         with self.lock:  # type: ignore[union-attr]  # an RLock: emit holds it already
             lines, self.pending = "".join(self.pending), []
             try:
@@ -121,23 +130,51 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                     self.stream.write(lines)
                 if hasattr(self.stream, "flush"):
                     self.stream.flush()
-            except (OSError, ValueError):  # closed, or a broken pipe
+            except RecursionError:
+                raise
+            except Exception:  # noqa: S110 - the lines have nowhere else to go
                 pass
 
     def start(self) -> None:
-        self.thread_pid = os.getpid()
-        threading.Thread(target=self.write_when_due, args=(self.due,), name="log-writer", daemon=True).start()
+        """This process's writer thread (again, if one could not start or ended)."""
+        thread = threading.Thread(target=write_when_due, args=(weakref.ref(self), self.due, self.stopping),
+                                  name="log-writer", daemon=True)
+        thread.start()
+        self.thread = thread
 
-    def write_when_due(self, due: threading.Event) -> None:
-        while True:
-            due.wait()
-            time.sleep(self.interval)  # the lines of the interval go out together
-            due.clear()  # before the flush: a line queued after it sets `due` again
+    def close(self) -> None:
+        """Write what is queued; from now on every line is written at once, and the thread ends."""
+        with self.lock:  # type: ignore[union-attr]
+            self.closed = True
             self.flush()
+            self.stopping.set()
+            self.due.set()
+        super().close()
 
     def forked(self) -> None:
         """In a forked child: the queued lines are the parent's to write; the thread is the parent's."""
-        self.pending, self.due, self.thread_pid = [], threading.Event(), 0
+        self.pending, self.due, self.stopping, self.thread = [], threading.Event(), threading.Event(), None
+
+
+def write_when_due(handler_ref: weakref.ref[BatchedStreamHandler], due: threading.Event,
+                   stopping: threading.Event) -> None:
+    """A writer thread: once the queue has a line, wait the interval and write what is queued. It holds its
+    handler weakly and ends with it (closed or gone)."""
+    while True:
+        woken = due.wait(timeout=60)
+        handler = handler_ref()
+        if handler is None or stopping.is_set():
+            return
+        interval = handler.interval
+        del handler
+        if not woken or stopping.wait(interval):  # the lines of the interval go out together
+            continue
+        handler = handler_ref()
+        if handler is None:
+            return
+        due.clear()  # before the flush: a line queued after it sets `due` again
+        handler.flush()
+        del handler
 
 
 HANDLERS: weakref.WeakSet[BatchedStreamHandler] = weakref.WeakSet()
@@ -148,22 +185,30 @@ def info(logger: logging.Logger, event: dict[str, Any]) -> None:
 
     A log call runs once per request, with the interpreter's caches cold: logging's record, handler and
     formatter steps cost a hook call about 30 us, against 6 us in a loop. When this logger's records go to one
-    BatchedStreamHandler with the JsonFormatter and nothing else (no filter, no other handler), the same line
-    is formatted here and queued on that handler; any other setup gets logger.info itself."""
+    BatchedStreamHandler with the JsonFormatter and nothing else (no filter, no other handler, logging's own
+    record factory), the same line is formatted here and queued on that handler; any other setup gets
+    logger.info itself. Like logging, it never raises: a failure goes to logger.info, whose handler reports it."""
     handler = sole_handler(logger)
-    if handler is None:
-        logger.info(Event(event))
-        return
-    created = time.time()
-    line = dumps({"time": stamp(created, (created - int(created)) * 1000), "level": "info", "logger": logger.name,
-                  **event})
-    handler.queue(line, logging.INFO)
+    if handler is not None:
+        try:
+            created = time.time()
+            level = logging.getLevelName(logging.INFO).lower()
+            line = dumps({"time": stamp(created, (created - int(created)) * 1000), "level": level,
+                          "logger": logger.name, **event})
+            handler.queue(line, logging.INFO)
+            return
+        except RecursionError:
+            raise
+        except Exception:  # noqa: S110 - logging's own path below says what went wrong
+            pass
+    logger.info(Event(event))
 
 
 def sole_handler(logger: logging.Logger) -> BatchedStreamHandler | None:
     """The one handler an INFO record of this logger would reach, when it is configure()'s kind and nothing
-    would filter the record on its way; else None."""
-    if logger.disabled or logger.filters or not logger.isEnabledFor(logging.INFO):
+    would filter or add to the record on its way; else None."""
+    if (logger.disabled or logger.filters or not logger.isEnabledFor(logging.INFO)
+            or logging.getLogRecordFactory() is not logging.LogRecord):
         return None
     found: BatchedStreamHandler | None = None
     node: logging.Logger | None = logger
@@ -191,12 +236,20 @@ def _forked() -> None:
 os.register_at_fork(before=flush, after_in_child=_forked)
 
 
-def configure() -> None:
-    """Give the service's loggers one JSON handler on stderr (once per process)."""
+def configure(*, batched: bool = True) -> None:
+    """Give the service's loggers one JSON handler on stderr: a BatchedStreamHandler, or with batched=False (a
+    gunicorn master, which forks its workers and so keeps no writer thread) a plain StreamHandler. A process
+    that already has one of the other kind (a worker forked from that master) gets this kind instead."""
     logger = logging.getLogger("cds_service")
     logger.setLevel(logging.INFO)
-    if not any(isinstance(h.formatter, JsonFormatter) for h in logger.handlers):
-        handler = BatchedStreamHandler(sys.stderr)
-        handler.setFormatter(JsonFormatter())
-        logger.addHandler(handler)
-        logger.propagate = False
+    kind = BatchedStreamHandler if batched else logging.StreamHandler
+    ours = [h for h in logger.handlers if isinstance(h.formatter, JsonFormatter)]
+    if ours and all(type(h) is kind for h in ours):
+        return
+    for old in ours:
+        old.flush()
+        logger.removeHandler(old)
+    handler = kind(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    logger.addHandler(handler)
+    logger.propagate = False

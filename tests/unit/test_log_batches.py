@@ -11,8 +11,11 @@ import textwrap
 import time
 from pathlib import Path
 
+from flask.testing import FlaskClient
+
 from cds_service.web import logs
 from cds_service.web.logs import BatchedStreamHandler, Event, JsonFormatter
+from tests.conftest import load_scenario
 
 
 class CountingStream(io.StringIO):
@@ -49,7 +52,7 @@ def wait_for(predicate: object, timeout: float = 5.0) -> bool:
 
 def test_info_lines_go_out_together_within_the_interval() -> None:
     stream = CountingStream()
-    log = logger_with(BatchedStreamHandler(stream, interval=0.2), "info")
+    log = logger_with(BatchedStreamHandler(stream, interval=1.0), "info")
     for n in range(3):
         log.info(Event({"event": "hook", "n": n}))
     assert stream.getvalue() == ""  # queued, not yet written
@@ -58,6 +61,43 @@ def test_info_lines_go_out_together_within_the_interval() -> None:
     assert stream.writes == 1
     log.info(Event({"event": "hook", "n": 3}))  # the thread writes the next interval's lines too
     assert wait_for(lambda: len(lines(stream)) == 4) and stream.writes == 2
+
+
+def test_the_writer_goes_on_after_a_refused_write_and_after_its_thread_ends() -> None:
+    """A batch the stream refuses is dropped, nothing reaches the caller, and the next lines are written; a
+    writer thread that is gone (here: never started) is started again by the next line."""
+    class FailsOnce(CountingStream):
+        failed = False
+
+        def write(self, text: str) -> int:
+            if not self.failed:
+                self.failed = True
+                raise BrokenPipeError(32, "Broken pipe")
+            return super().write(text)
+
+    stream = FailsOnce()
+    handler = BatchedStreamHandler(stream, interval=0.05)
+    log = logger_with(handler, "refused")
+    log.info(Event({"event": "lost"}))
+    assert wait_for(lambda: stream.failed)
+    log.info(Event({"event": "kept"}))
+    assert wait_for(lambda: [line["event"] for line in lines(stream)] == ["kept"])
+    handler.thread = None  # as if its thread had ended
+    log.info(Event({"event": "again"}))
+    assert wait_for(lambda: [line["event"] for line in lines(stream)] == ["kept", "again"])
+
+
+def test_a_closed_handler_writes_at_once_and_its_thread_ends() -> None:
+    stream = CountingStream()
+    handler = BatchedStreamHandler(stream, interval=60)
+    log = logger_with(handler, "closed")
+    log.info(Event({"event": "queued"}))
+    thread = handler.thread
+    handler.close()  # as logging.shutdown does at exit
+    assert [line["event"] for line in lines(stream)] == ["queued"]
+    log.info(Event({"event": "after"}))
+    assert [line["event"] for line in lines(stream)] == ["queued", "after"]
+    assert thread is not None and wait_for(lambda: not thread.is_alive())
 
 
 def test_a_warning_is_written_at_once_after_the_lines_before_it() -> None:
@@ -90,10 +130,14 @@ def test_a_failing_stream_drops_the_lines_and_logging_goes_on() -> None:
 
 def test_a_forked_child_writes_its_own_lines_and_not_its_parents(tmp_path: Path) -> None:
     """gunicorn forks its workers from a master that logs: each line is written once, by its own process,
-    with the child's thread (here the child ends by os._exit, which skips logging's flush at exit)."""
+    with the child's thread (here the child ends by os._exit, which skips logging's flush at exit). A line
+    queued after the flush that precedes a fork (by another thread, here by an earlier-registered fork hook,
+    which runs after it) is the parent's alone."""
     out = tmp_path / "log.txt"
     script = textwrap.dedent(f"""
         import logging, os, sys, time
+        late = []
+        os.register_at_fork(before=lambda: late and late[0].info(late[1]({{"event": "parent-at-fork"}})))
         from cds_service.web import logs
         stream = open({str(out)!r}, "a", buffering=1)
         handler = logs.BatchedStreamHandler(stream, interval=0.05)
@@ -101,6 +145,7 @@ def test_a_forked_child_writes_its_own_lines_and_not_its_parents(tmp_path: Path)
         log = logging.getLogger("fork-test")
         log.addHandler(handler); log.setLevel(logging.INFO); log.propagate = False
         log.info(logs.Event({{"event": "parent-before-fork"}}))
+        late[:] = [log, logs.Event]
         pid = os.fork()
         if pid == 0:
             log.info(logs.Event({{"event": "child"}}))
@@ -111,7 +156,7 @@ def test_a_forked_child_writes_its_own_lines_and_not_its_parents(tmp_path: Path)
     """)
     subprocess.run([sys.executable, "-c", script], check=True, timeout=30)
     events = [json.loads(line)["event"] for line in out.read_text().splitlines()]
-    assert sorted(events) == ["child", "parent-after-fork", "parent-before-fork"]
+    assert sorted(events) == ["child", "parent-after-fork", "parent-at-fork", "parent-before-fork"]
     assert events.index("parent-before-fork") < events.index("child")
 
 
@@ -156,6 +201,12 @@ def test_any_other_setup_gets_logging_itself() -> None:
     handler.flush()
     assert [line["event"] for line in lines(stream)] == ["both"] and '"both"' in extra.getvalue()
     log.handlers = [handler]
+    handler.setLevel(logging.WARNING)
+    assert logs.sole_handler(log) is None
+    handler.setLevel(logging.NOTSET)
+    handler.addFilter(lambda record: True)
+    assert logs.sole_handler(log) is None
+    handler.filters.clear()
     handler.setFormatter(logging.Formatter("%(message)s"))
     assert logs.sole_handler(log) is None
 
@@ -166,3 +217,22 @@ def test_a_time_stamp_is_the_formatters_for_every_millisecond() -> None:
         record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
         expected = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{int(record.msecs):03d}Z"
         assert logs.stamp(created, record.msecs) == expected
+
+
+def test_a_hook_calls_access_line_takes_the_short_path(client: FlaskClient) -> None:
+    """Under configure()'s setup (create_app), the access log line of a call is the batching handler's, with
+    what it always said."""
+    log = logging.getLogger("cds_service.requests")
+    handler = logs.sole_handler(log)
+    assert isinstance(handler, BatchedStreamHandler)
+    stream = io.StringIO()
+    previous = handler.setStream(stream)
+    try:
+        request = load_scenario("01")["request"]
+        assert client.post("/cds-services/injection-billing-encounter-discharge", json=request).status_code == 200
+        handler.flush()
+    finally:
+        handler.setStream(previous)  # type: ignore[arg-type]
+    [line] = [json.loads(x) for x in stream.getvalue().splitlines() if '"event":"hook"' in x]
+    assert line["logger"] == "cds_service.requests" and line["level"] == "info" and line["status"] == 200
+    assert line["hookInstance"] == request["hookInstance"] and line["rules"] == ["admin-96372", "drug-waste-modifier"]
