@@ -247,8 +247,8 @@ def configure(*, batched: bool = True) -> None:
     if ours and all(type(h) is kind for h in ours):
         return
     for old in ours:
-        old.flush()
         logger.removeHandler(old)
+        old.close()  # writes what it queued; a StreamHandler leaves its stream open
     handler = kind(sys.stderr)
     handler.setFormatter(JsonFormatter())
     logger.addHandler(handler)
