@@ -11,6 +11,7 @@ request and a response that already has CORS headers still go to flask_cors itse
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from flask import Flask, Response, request
 from flask_cors import CORS
@@ -21,18 +22,18 @@ READ_BY_FLASK_CORS = ("HTTP_ORIGIN", "HTTP_ACCESS_CONTROL_REQUEST_METHOD", "HTTP
                       "HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK")
 
 AfterRequest = Callable[[Response], Response]
+# flask_cors's options for the service, beside the configured origins.
+OPTIONS: dict[str, Any] = {
+    "allow_headers": ["Authorization", "Content-Type"],
+    "methods": ["GET", "POST", "OPTIONS"],
+    "max_age": 86400,
+}
 
 
 def install(app: Flask, origins: Iterable[str]) -> None:
     """flask_cors on every path (its default resource, `/*`), for the service's methods and headers."""
     before = list(app.after_request_funcs.get(None, []))
-    CORS(
-        app,
-        origins=list(origins),
-        allow_headers=["Authorization", "Content-Type"],
-        methods=["GET", "POST", "OPTIONS"],
-        max_age=86400,
-    )
+    CORS(app, origins=list(origins), **OPTIONS)
     added = [f for f in app.after_request_funcs[None] if f not in before]
     if len(added) != 1:  # flask_cors works some other way: leave it as it is
         return

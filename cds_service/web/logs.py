@@ -38,12 +38,14 @@ class JsonFormatter(logging.Formatter):
                 event = json.loads(message) if message.startswith("{") else {"message": message}
             except ValueError:
                 event = {"message": message}
-        event = {"time": stamp(record.created, record.msecs), "level": record.levelname.lower(), "logger": record.name,
-                 **event}
-        for name in EXTRA_FIELDS:
-            if getattr(record, name, None) is not None:
-                event[name] = getattr(record, name)
-        return dumps(event)
+        extra = {name: getattr(record, name) for name in EXTRA_FIELDS if getattr(record, name, None) is not None}
+        return json_line(record.created, record.msecs, record.levelname, record.name, event, extra)
+
+
+def json_line(created: float, msecs: float, level: str, logger: str, event: dict[str, Any],
+              extra: dict[str, Any] | None = None) -> str:
+    """One log line: the time, level and logger, then the event's fields, then the record's extra fields."""
+    return dumps({"time": stamp(created, msecs), "level": level.lower(), "logger": logger, **event, **(extra or {})})
 
 
 _second: tuple[int, str] = (-1, "")  # the last second stamped, and its text
@@ -92,8 +94,7 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.pending: list[str] = []
         self.due = threading.Event()  # set when the queue goes from empty to not empty
         self.thread: threading.Thread | None = None  # this process's writer thread
-        self.closed = False
-        self.stopping = threading.Event()  # set on close: the thread stops waiting and ends
+        self.stopping = threading.Event()  # set on close: every line is written at once, the thread ends
         HANDLERS.add(self)
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -110,7 +111,7 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         can be had."""
         with self.lock:  # type: ignore[union-attr]  # an RLock: emit holds it already
             self.pending.append(line + self.terminator)
-            if level >= logging.WARNING or len(self.pending) >= self.max_pending or self.closed:
+            if level >= logging.WARNING or len(self.pending) >= self.max_pending or self.stopping.is_set():
                 self.flush()
             elif len(self.pending) == 1:
                 self.due.set()
@@ -145,7 +146,6 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def close(self) -> None:
         """Write what is queued; from now on every line is written at once, and the thread ends."""
         with self.lock:  # type: ignore[union-attr]
-            self.closed = True
             self.flush()
             self.stopping.set()
             self.due.set()
@@ -153,7 +153,10 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def forked(self) -> None:
         """In a forked child: the queued lines are the parent's to write; the thread is the parent's."""
+        closed = self.stopping.is_set()
         self.pending, self.due, self.stopping, self.thread = [], threading.Event(), threading.Event(), None
+        if closed:
+            self.stopping.set()
 
 
 def write_when_due(handler_ref: weakref.ref[BatchedStreamHandler], due: threading.Event,
@@ -192,9 +195,8 @@ def info(logger: logging.Logger, event: dict[str, Any]) -> None:
     if handler is not None:
         try:
             created = time.time()
-            level = logging.getLevelName(logging.INFO).lower()
-            line = dumps({"time": stamp(created, (created - int(created)) * 1000), "level": level,
-                          "logger": logger.name, **event})
+            line = json_line(created, (created - int(created)) * 1000, logging.getLevelName(logging.INFO),
+                             logger.name, event)
             handler.queue(line, logging.INFO)
             return
         except RecursionError:

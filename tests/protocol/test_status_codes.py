@@ -527,10 +527,11 @@ def test_cors_headers_are_flask_cors_own_with_or_without_origin(
     headers as flask_cors itself gives, on every path and method; with Origin, flask_cors answers."""
     from flask_cors import CORS
 
+    from cds_service.web import cors
+
     ours = create_app(str(make_config(cors={"origins": origins}))).test_client()
     reference_app = Flask("reference")
-    CORS(reference_app, origins=origins, allow_headers=["Authorization", "Content-Type"],
-         methods=["GET", "POST", "OPTIONS"], max_age=86400)
+    CORS(reference_app, origins=origins, **cors.OPTIONS)
     for rule in ("/cds-services", "/cds-services/<x>", "/healthz", "/nowhere"):
         reference_app.add_url_rule(rule, rule, lambda **_: "", methods=["GET", "POST"])
     reference = reference_app.test_client()
