@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from cds_service.fhir.parse import ref_key
-from cds_service.web.body import nesting_exceeds
+from cds_service.web.body import too_deep
 
 SUFFIXES = (".ndjson", ".ndjson.gz")
 # The reference that files each resource under its patient (Coverage names the insured as beneficiary).
@@ -98,7 +98,7 @@ def classify(data: bytes) -> Line | Problem | None:
         return Problem(f"nested deeper than {MAX_DEPTH} levels")
     except ValueError as exc:
         return Problem(f"not valid JSON: {exc_message(exc)}")
-    if nesting_exceeds(data, MAX_DEPTH):
+    if too_deep(resource, MAX_DEPTH):
         return Problem(f"nested deeper than {MAX_DEPTH} levels")
     if not isinstance(resource, dict):
         return Problem(f"not a JSON object but {type(resource).__name__}")

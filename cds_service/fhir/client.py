@@ -13,7 +13,7 @@ import urllib3
 
 from cds_service import metrics
 from cds_service.errors import FhirDataUnavailable
-from cds_service.web.body import parsed_too_deep
+from cds_service.web.body import too_deep
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 CHUNK = 64 * 1024
@@ -123,7 +123,7 @@ class FhirClient:
                 data = json.loads(body)
             except (ValueError, RecursionError):
                 raise FetchFailed("invalid", "The FHIR server answered with something that is not JSON.") from None
-            if parsed_too_deep(body, data, self.max_depth):
+            if too_deep(data, self.max_depth):
                 raise FetchFailed("invalid", "The FHIR server answered with JSON nested too deeply.")
             if not isinstance(data, dict):
                 raise FetchFailed("invalid", "The FHIR server answered with something that is not a resource.")
