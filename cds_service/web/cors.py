@@ -16,7 +16,7 @@ from typing import Any
 from flask import Flask, Response, request
 from flask_cors import CORS
 
-ALLOW_ORIGIN = "Access-Control-Allow-Origin"
+ALLOW_ORIGIN = "access-control-allow-origin"  # lower case: header names compare so
 # The request headers flask_cors reads (WSGI names): with any of them, flask_cors itself answers.
 READ_BY_FLASK_CORS = ("HTTP_ORIGIN", "HTTP_ACCESS_CONTROL_REQUEST_METHOD", "HTTP_ACCESS_CONTROL_REQUEST_HEADERS",
                       "HTTP_ACCESS_CONTROL_REQUEST_PRIVATE_NETWORK")
@@ -50,9 +50,15 @@ def answered_once(flask_cors_after: AfterRequest, unasked: list[tuple[str, str]]
     def cors_after_request(response: Response) -> Response:
         environ = request.environ
         if (request.method == "OPTIONS" or any(name in environ for name in READ_BY_FLASK_CORS)
-                or ALLOW_ORIGIN in response.headers):
+                or has_header(response, ALLOW_ORIGIN)):
             return flask_cors_after(response)
         response.headers.extend(unasked)
         return response
 
     return cors_after_request
+
+
+def has_header(response: Response, lowered_name: str) -> bool:
+    """`name in response.headers` without its cost when the header is absent: werkzeug looks it up by
+    raising and catching a BadRequestKeyError, which builds an HTTP error each time."""
+    return any(name.lower() == lowered_name for name, _value in response.headers)

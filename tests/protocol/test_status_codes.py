@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, Response
 from flask.testing import FlaskClient
 
 from cds_service import create_app
@@ -553,3 +553,24 @@ def test_cors_headers_are_flask_cors_own_with_or_without_origin(
                  "Access-Control-Request-Headers": "Content-Type, Authorization"}
     assert cors_headers(ours.options(DISCHARGE, headers=preflight)) == cors_headers(
         reference.options("/cds-services/x", headers=preflight))
+
+
+@pytest.mark.parametrize("name", ["Access-Control-Allow-Origin", "access-control-allow-origin"])
+def test_a_response_with_its_own_allow_origin_is_left_to_flask_cors(
+    make_config: Callable[..., Path], name: str
+) -> None:
+    """A view that sets Access-Control-Allow-Origin itself (in any case) keeps it, as flask_cors keeps it:
+    the header is never added twice."""
+    from flask_cors import CORS
+
+    from cds_service.web import cors
+
+    origins = ["https://ehr.example.org"]
+    ours_app = create_app(str(make_config(cors={"origins": origins})))
+    reference_app = Flask("reference")
+    CORS(reference_app, origins=origins, **cors.OPTIONS)
+    for app in (ours_app, reference_app):
+        app.add_url_rule("/own-cors", "own_cors", lambda: Response("", headers={name: "https://own.example.org"}))
+    got, want = ours_app.test_client().get("/own-cors"), reference_app.test_client().get("/own-cors")
+    assert got.headers.getlist("Access-Control-Allow-Origin") == ["https://own.example.org"]
+    assert sorted(got.headers.items()) == sorted(want.headers.items())
