@@ -35,7 +35,8 @@ def too_deep(value: Any, limit: int) -> bool:
     orjson.dumps refuses, in C, a value nested deeper than ORJSON_MAX_DEPTH; written inside
     ORJSON_MAX_DEPTH - limit lists, the value is refused exactly when it nests deeper than limit. That
     costs a third of reading the text's brackets again. A value orjson cannot write for another reason
-    (an integer past 64 bits, a lone surrogate that json.loads kept) and a limit past orjson's are walked."""
+    (an integer past 64 bits, a lone surrogate that json.loads kept) and a limit past orjson's are walked.
+    What counts is the value as parsed: of a key given twice, the parsers keep the last value only."""
     if 0 <= limit < ORJSON_MAX_DEPTH:
         outer, inner = wrapper(ORJSON_MAX_DEPTH - limit)
         inner[0] = value
