@@ -30,16 +30,17 @@ def is_json(request: Request) -> bool:
 
 
 def too_deep(value: Any, limit: int) -> bool:
-    """True when the arrays and objects of a parsed JSON value nest deeper than limit.
+    """True when the arrays and objects of a parsed JSON value nest deeper than limit (0 or more).
 
     orjson.dumps refuses, in C, a value nested deeper than ORJSON_MAX_DEPTH; written inside
-    ORJSON_MAX_DEPTH - limit lists, the value is refused exactly when it nests deeper than limit. That
-    costs a third of reading the text's brackets again. A value orjson cannot write for another reason
-    (an integer past 64 bits, a lone surrogate that json.loads kept) and a limit past orjson's are walked.
+    ORJSON_MAX_DEPTH - limit lists, the value is refused exactly when it nests deeper than limit, at half
+    the cost of a bracket scan of the text. A value orjson cannot write for another reason (an integer
+    past 64 bits, a lone surrogate that json.loads kept), a limit past orjson's, and an orjson whose own
+    limit is not ORJSON_MAX_DEPTH (ORJSON_LIMIT_HOLDS, checked at import) are walked.
     What counts is the value as parsed: of a key given twice, the parsers keep the last value only."""
-    if 0 <= limit < ORJSON_MAX_DEPTH:
+    if ORJSON_LIMIT_HOLDS and 0 <= limit < ORJSON_MAX_DEPTH:
         outer, inner = wrapper(ORJSON_MAX_DEPTH - limit)
-        inner[0] = value
+        previous, inner[0] = inner[0], value  # a check nested in this one (a signal handler's) keeps ours
         try:
             orjson.dumps(outer)
             return False
@@ -47,8 +48,22 @@ def too_deep(value: Any, limit: int) -> bool:
             if str(exc) == "Recursion limit reached":
                 return True
         finally:
-            inner[0] = None
+            inner[0] = previous
     return depth_exceeds(value, limit)
+
+
+def orjson_refuses(levels: int) -> bool:
+    value: Any = None
+    for _ in range(levels):
+        value = [value]
+    try:
+        orjson.dumps(value)
+        return False
+    except orjson.JSONEncodeError:
+        return True
+
+
+ORJSON_LIMIT_HOLDS = not orjson_refuses(ORJSON_MAX_DEPTH) and orjson_refuses(ORJSON_MAX_DEPTH + 1)
 
 
 def wrapper(levels: int) -> tuple[list[Any], list[Any]]:

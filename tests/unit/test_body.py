@@ -43,10 +43,21 @@ def nested(n: int, leaf: Any = "leaf") -> Any:
     return value
 
 
+@pytest.mark.parametrize("leaf", ["leaf", [], {}])
 @pytest.mark.parametrize("limit", [0, 1, 99, 100, 152, 253, 254, 255, 300])
-def test_the_check_is_exact_at_every_limit_orjson_can_write_and_past_it(limit: int) -> None:
-    assert too_deep(nested(limit), limit) is False
-    assert too_deep(nested(limit + 1), limit) is True
+def test_the_check_is_exact_at_every_limit_orjson_can_write_and_past_it(limit: int, leaf: Any) -> None:
+    inner = 0 if isinstance(leaf, str) else 1  # an empty array or object is a level of its own
+    if limit - inner >= 0:
+        assert too_deep(nested(limit - inner, leaf), limit) is False
+    assert too_deep(nested(limit + 1 - inner, leaf), limit) is True
+    assert body.ORJSON_LIMIT_HOLDS
+
+
+def test_only_the_value_a_repeated_key_keeps_counts() -> None:
+    raw = b'{"a": ' + b"[" * 150 + b"]" * 150 + b', "a": 1}'
+    assert loads(raw, 100) == {"a": 1}
+    with pytest.raises(InvalidHookRequest, match="nested too deeply"):
+        loads(b'{"a": 1, "a": ' + b"[" * 150 + b"]" * 150 + b"}", 100)
 
 
 def test_orjson_refuses_deep_values_with_the_message_the_check_reads() -> None:
