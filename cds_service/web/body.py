@@ -52,12 +52,18 @@ def too_deep(value: Any, limit: int) -> bool:
     return depth_exceeds(value, limit)
 
 
+def nested_lists(levels: int) -> tuple[list[Any], list[Any]]:
+    """`levels` lists (1 or more), each the only item of the one before: (outermost, innermost)."""
+    outer = inner = [None]
+    for _ in range(levels - 1):
+        inner[0] = [None]
+        inner = inner[0]
+    return outer, inner
+
+
 def orjson_refuses(levels: int) -> bool:
-    value: Any = None
-    for _ in range(levels):
-        value = [value]
     try:
-        orjson.dumps(value)
+        orjson.dumps(nested_lists(levels)[0])
         return False
     except orjson.JSONEncodeError:
         return True
@@ -67,7 +73,7 @@ ORJSON_LIMIT_HOLDS = not orjson_refuses(ORJSON_MAX_DEPTH) and orjson_refuses(ORJ
 
 
 def wrapper(levels: int) -> tuple[list[Any], list[Any]]:
-    """This thread's `levels` lists, each the only item of the one before: (outermost, innermost).
+    """This thread's nested_lists(levels), made once.
 
     Kept per thread: another thread may put its value in the innermost list while this one writes."""
     made: dict[int, tuple[list[Any], list[Any]]] | None = getattr(wrappers, "made", None)
@@ -75,11 +81,7 @@ def wrapper(levels: int) -> tuple[list[Any], list[Any]]:
         made = wrappers.made = {}
     found = made.get(levels)
     if found is None:
-        outer = inner = [None]
-        for _ in range(levels - 1):
-            inner[0] = [None]
-            inner = inner[0]
-        found = made[levels] = (outer, inner)
+        found = made[levels] = nested_lists(levels)
     return found
 
 
