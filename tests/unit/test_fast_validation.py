@@ -317,25 +317,51 @@ def test_a_plain_pattern_accepts_only_what_pydantic_accepts_in_plain_text(name: 
 def test_codes_and_oids_are_pydantics_verdict_and_only_short_ones_are_remembered() -> None:
     """A code or oid goes through fhir_core's type; what is remembered stays small: 64 characters at most.
     An id, nearly always new, keeps msgspec's pattern check."""
-    code = structs._primitive(fhir_types.CodeType, structs.PLAIN)
-    remembered = structs.REMEMBERED[code]
     struct = PLAIN_PATTERN_STRUCT["CodeType"]
 
-    def lookups() -> int:
-        return remembered.cache_info().hits + remembered.cache_info().misses
+    def remembered() -> int:
+        return structs.REMEMBERED.cache_info().currsize
 
-    before = lookups()
+    structs.REMEMBERED.cache_clear()
     long_code = "x" * (structs.REMEMBERED_LENGTH + 1)
     assert structs.accept(struct, {"value": long_code}, plain=True).value == long_code  # type: ignore[arg-type, union-attr]
-    assert lookups() == before
-    assert structs.accept(struct, {"value": "x" * structs.REMEMBERED_LENGTH}, plain=True) is not None  # type: ignore[arg-type]
-    assert lookups() == before + 1
-    for refused in ("a  b", " a", "", 5, None, ["a"]):
+    assert remembered() == 0
+    short_code = "x" * structs.REMEMBERED_LENGTH
+    assert structs.accept(struct, {"value": short_code}, plain=True).value == short_code  # type: ignore[arg-type, union-attr]
+    assert structs.accept(struct, {"value": short_code}, plain=True) is not None  # type: ignore[arg-type]
+    assert remembered() == 1 and structs.REMEMBERED.cache_info().hits == 1
+    for refused in ("a  b", " a", "", 5, None, ["a"], {"a": 1}):
         assert structs.accept(struct, {"value": refused}, plain=True) is None, repr(refused)  # type: ignore[arg-type]
+    assert remembered() == 1  # an exception is not remembered
     oid = PLAIN_PATTERN_STRUCT["OidType"]
     assert structs.accept(oid, {"value": "urn:oid:2.16.840.1"}, plain=True) is not None  # type: ignore[arg-type]
     assert structs.accept(oid, {"value": "urn:oid:2.16.0840"}, plain=True) is None  # type: ignore[arg-type]
-    assert structs.REMEMBERED.get(structs._primitive(fhir_types.IdType, structs.PLAIN)) is None  # type: ignore[call-overload]
+    id_type = structs._primitive(fhir_types.IdType, structs.PLAIN)
+    assert not (isinstance(id_type, type) and issubclass(id_type, structs.Converted))
+
+
+def test_the_memo_keeps_apart_values_that_compare_equal_and_keeps_out_big_ones() -> None:
+    """1, 1.0 and True are equal keys to a dict; -0.0 equals 0.0; a base64 attachment is long: each is
+    read with the value pydantic gives it, whatever was read before."""
+    decimal_struct = msgspec.defstruct("OnlyDecimal", [("value", structs._primitive(fhir_types.DecimalType))])
+    adapter = TypeAdapter(fhir_types.DecimalType)
+    structs.REMEMBERED.cache_clear()
+    for value in (1, 1.0, True, 0.0, -0.0, 0, 1, 1.0, -0.0, 0.0, 2**63, -(2**63), 2**63, 0.5, 0.5):
+        try:
+            expected = adapter.validate_python(value)
+        except ValidationError:
+            assert structs.accept(decimal_struct, {"value": value}) is None, repr(value)  # type: ignore[arg-type]
+            continue
+        got = structs.accept(decimal_struct, {"value": value}).value  # type: ignore[arg-type, union-attr]
+        assert (type(got), str(got)) == (type(expected), str(expected)), repr(value)
+    # Kept: 1, 1.0, 0, 0.5 and -(2**63) (True is refused); not 0.0, -0.0 nor 2**63, past 64 bits.
+    assert structs.REMEMBERED.cache_info().currsize == 5
+    base64 = msgspec.defstruct("OnlyBase64", [("value", structs._primitive(fhir_types.Base64BinaryType))])
+    attachment = "QUJD" * 10_000
+    structs.REMEMBERED.cache_clear()
+    got = structs.accept(base64, {"value": attachment}).value  # type: ignore[arg-type, union-attr]
+    assert got == TypeAdapter(fhir_types.Base64BinaryType).validate_python(attachment)
+    assert structs.REMEMBERED.cache_info().currsize == 0
 
 
 def test_history_struct_is_one_class_per_variant() -> None:
