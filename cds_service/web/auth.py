@@ -22,10 +22,11 @@ from urllib.parse import urlsplit
 
 import jwt
 import requests
-from flask import Flask, Request, current_app, request
+from flask import Flask, Request
 
 from cds_service.errors import Unauthorized
 from cds_service.store import FeedbackStore
+from cds_service.web.current import current_request
 
 log = logging.getLogger("cds_service.auth")
 
@@ -233,8 +234,11 @@ def install(app: Flask) -> None:
 
     @app.before_request
     def _require_jwt() -> None:
-        rt = current_app.extensions["cds"]
-        if rt.verifier is None or request.method == "OPTIONS" or not request.path.startswith("/cds-services"):
+        rt = app.extensions["cds"]
+        if rt.verifier is None:
+            return
+        req = current_request()
+        if req.method == "OPTIONS" or not req.path.startswith("/cds-services"):
             return
         public_base_url = rt.settings.raw["auth"].get("public_base_url", "")
-        rt.verifier.verify(bearer_token(request), audience_of(request, public_base_url))
+        rt.verifier.verify(bearer_token(req), audience_of(req, public_base_url))

@@ -13,8 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response
 from flask_cors import CORS
+
+from cds_service.web.current import current_request
 
 ALLOW_ORIGIN = "access-control-allow-origin"  # lower case: header names compare so
 # The request headers flask_cors reads (WSGI names): with any of them, flask_cors itself answers.
@@ -48,8 +50,9 @@ def install(app: Flask, origins: Iterable[str]) -> None:
 
 def answered_once(flask_cors_after: AfterRequest, unasked: list[tuple[str, str]]) -> AfterRequest:
     def cors_after_request(response: Response) -> Response:
-        environ = request.environ
-        if (request.method == "OPTIONS" or any(name in environ for name in READ_BY_FLASK_CORS)
+        req = current_request()
+        environ = req.environ
+        if (req.method == "OPTIONS" or any(name in environ for name in READ_BY_FLASK_CORS)
                 or has_header(response, ALLOW_ORIGIN)):
             return flask_cors_after(response)
         response.headers.extend(unasked)

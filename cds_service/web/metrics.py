@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Flask, Response, current_app, g, request
+from flask import Blueprint, Flask, Response
 
 from cds_service import metrics
+from cds_service.web.current import current_g, current_request
 
 bp = Blueprint("metrics", __name__)
 
@@ -22,25 +23,30 @@ def scrape() -> Response:
 
 def install(app: Flask) -> None:
     """Serve /metrics and count every CDS Hooks request; install before any hook that may refuse a request."""
+
+    def finished(response: Response) -> Response:
+        return _finished(app, response)
+
     app.before_request(_started)
-    app.after_request(_finished)
+    app.after_request(finished)
     app.register_blueprint(bp)
 
 
 def _started() -> None:
-    g.metrics_started = time.perf_counter()
+    current_g().metrics_started = time.perf_counter()
 
 
-def _finished(response: Response) -> Response:
-    endpoint = ENDPOINTS.get(request.endpoint or "")
-    if endpoint is None or request.method == "OPTIONS":
+def _finished(app: Flask, response: Response) -> Response:
+    req = current_request()
+    endpoint = ENDPOINTS.get(req.endpoint or "")
+    if endpoint is None or req.method == "OPTIONS":
         return response
     if endpoint == "discovery":
         service = "discovery"
     else:
-        service_id = str((request.view_args or {}).get("service_id"))
-        service = service_id if service_id in current_app.extensions["cds"].services else "unknown"
-    started = g.get("metrics_started")
+        service_id = str((req.view_args or {}).get("service_id"))
+        service = service_id if service_id in app.extensions["cds"].services else "unknown"
+    started = current_g().get("metrics_started")
     metrics.observe_request(
         service, endpoint, response.status_code, None if started is None else time.perf_counter() - started
     )
