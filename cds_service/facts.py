@@ -5,9 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
+
+import msgspec
 
 from cds_service.catalog import ACTIVITY_UNITS, MASS_IN_UG, VOLUME_UNITS, DrugCatalog, PayerProfiles, Product, convert
 from cds_service.fhir.parse import Resources, ref_key
@@ -89,8 +90,7 @@ PATIENT_SUPPLIED_TEXT = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class Terms:
+class Terms(msgspec.Struct, frozen=True):
     """The configuration facts read: the drug catalog, payer profiles, code tables and facility lists."""
 
     catalog: DrugCatalog
@@ -203,8 +203,7 @@ def medication_of(resource: Any, resources: Resources) -> tuple[Any, Any]:
     return med.code, med
 
 
-@dataclass(frozen=True)
-class Identified:
+class Identified(msgspec.Struct, frozen=True):
     product: Product | None
     coded: bool  # a drug coding (RxNorm, NDC, CVX, HCPCS) is present, known to the catalog or not
     text: str | None

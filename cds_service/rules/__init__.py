@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import replace
 from typing import Any
+
+from msgspec.structs import replace
 
 from cds_service.rules import billing, charges, coverage, documentation, quality
 from cds_service.rules.model import Finding, Injection, Visit

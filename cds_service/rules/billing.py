@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
-from dataclasses import replace
+
+from msgspec.structs import replace
 
 from cds_service.rules.model import ADMIN_96372, ChargeLine, Finding, Injection, PlannedLines, Visit
 from cds_service.rules.plan import waste_modifier_applies

@@ -1,4 +1,8 @@
-"""The values rules read and write: facts about injections, payer profiles, and findings."""
+"""The values rules read and write: facts about injections, payer profiles, and findings.
+
+They are frozen msgspec Structs: immutable and compared by value like frozen dataclasses, and built in C,
+about seven times faster (a hook call builds some 40 of them; `msgspec.structs.replace` copies one).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,11 @@ import datetime as dt
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Literal
+
+from msgspec import Struct, field
 
 CPT: Literal["cpt"] = "cpt"
 HCPCS: Literal["hcpcs"] = "hcpcs"
@@ -52,14 +57,12 @@ class Setting(StrEnum):
     UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True)
-class Quantity:
+class Quantity(Struct, frozen=True):
     value: Decimal
     unit: str
 
 
-@dataclass(frozen=True)
-class Drug:
+class Drug(Struct, frozen=True):
     """A catalog entry: how a drug is billed."""
 
     key: str
@@ -76,8 +79,7 @@ class Drug:
         return code_system(self.hcpcs)
 
 
-@dataclass(frozen=True)
-class Frequency:
+class Frequency(Struct, frozen=True):
     """How often a drug may be given: a minimum interval, except in a loading phase (BILLING-FACTS)."""
 
     min_interval_days: int
@@ -85,8 +87,7 @@ class Frequency:
     loading_window_days: int = 0
 
 
-@dataclass(frozen=True)
-class PayerProfile:
+class PayerProfile(Struct, frozen=True):
     """What one kind of payer asks for, selected from Coverage."""
 
     key: str
@@ -99,8 +100,7 @@ class PayerProfile:
     frequency: Mapping[str, Frequency] = field(default_factory=dict)  # drug key -> limits
 
 
-@dataclass(frozen=True)
-class BillingPolicy:
+class BillingPolicy(Struct, frozen=True):
     """Code tables from configuration that more than one rule needs."""
 
     admin_codes: Mapping[str, str] = field(default_factory=dict)  # iv_push, iv_push_additional, ...
@@ -115,8 +115,7 @@ class BillingPolicy:
         return frozenset({ADMIN_96372, *self.admin_codes.values(), *self.medicare_vaccine_codes.values()})
 
 
-@dataclass(frozen=True)
-class ChargeLine:
+class ChargeLine(Struct, frozen=True):
     """A charge, captured on the encounter or suggested by a finding."""
 
     code: str
@@ -134,8 +133,7 @@ class ChargeLine:
         return self.date_of_service is None or self.date_of_service == inj.date_of_service
 
 
-@dataclass(frozen=True)
-class Injection:
+class Injection(Struct, frozen=True):
     """One administration, or one draft order at order-sign, as billing sees it."""
 
     ref: str
@@ -172,8 +170,7 @@ class Injection:
         return max(1, math.ceil(self.dose / self.drug.billing_unit.value))
 
 
-@dataclass(frozen=True)
-class InvalidResource:
+class InvalidResource(Struct, frozen=True):
     """A resource that could not be read as FHIR R4."""
 
     where: str  # prefetch key or context field
@@ -182,16 +179,14 @@ class InvalidResource:
     problems: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class PlannedLines:
+class PlannedLines(Struct, frozen=True):
     """The lines one injection should be billed with, whoever suggests them."""
 
     admin: ChargeLine | None = None
     drug: ChargeLine | None = None
 
 
-@dataclass(frozen=True)
-class Visit:
+class Visit(Struct, frozen=True):
     """Everything the rules see for one hook call."""
 
     hook_kind: Literal["order-sign", "encounter"]
@@ -208,8 +203,7 @@ class Visit:
     plan: Mapping[str, PlannedLines] = field(default_factory=dict)  # by Injection.ref; see rules.prepare
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(Struct, frozen=True):
     """One rule's verdict about one injection, or about the visit as a whole."""
 
     rule: str = ""

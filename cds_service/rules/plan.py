@@ -7,8 +7,9 @@ Several rules need the same answer (what to create, what a captured line should 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import replace
 from decimal import Decimal
+
+from msgspec.structs import replace
 
 from cds_service.rules.model import (
     ADMIN_96372,

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import replace
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from cds_service.rules import evaluate
 from cds_service.rules.billing import admin_96372, admin_code_alternative, drug_waste_modifier, multiple_injections
@@ -113,7 +113,7 @@ def test_only_completed_admins_are_billed(status: str) -> None:
     [DrugClass.VACCINE, DrugClass.ANTINEOPLASTIC_HORMONAL, DrugClass.ANTINEOPLASTIC_NON_HORMONAL],
 )
 def test_vaccines_and_antineoplastics_take_other_codes(drug_class: DrugClass) -> None:
-    drug = Drug(**{**B12.__dict__, "drug_class": drug_class})
+    drug = replace(B12, drug_class=drug_class)
     assert lines(make_injection(drug=drug)) == []
 
 
