@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +65,12 @@ class Settings:
     policy: BillingPolicy
     rules: Mapping[str, RuleSettings]
 
-    def enabled_rules(self) -> dict[str, Mapping[str, Any]]:
-        """Map each enabled rule id to its parameters."""
+    def enabled_rules(self) -> Mapping[str, Mapping[str, Any]]:
+        """Map each enabled rule id to its parameters (worked out once: read, never change, what it returns)."""
+        return self._enabled_rules
+
+    @cached_property
+    def _enabled_rules(self) -> Mapping[str, Mapping[str, Any]]:
         return {rule_id: r.params for rule_id, r in self.rules.items() if r.enabled}
 
 

@@ -93,9 +93,11 @@ def evaluate(
     return Outcome({"cards": cards}, findings)
 
 
-def enabled_rules(settings: Settings, options: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+def enabled_rules(settings: Settings, options: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
     """The configuration's enabled rules, less the groups this call switched off."""
     off = {rule_id for group, ids in rules.GROUPS.items() if options.get(group) is False for rule_id in ids}
+    if not off:
+        return settings.enabled_rules()
     return {rule_id: params for rule_id, params in settings.enabled_rules().items() if rule_id not in off}
 
 

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 from typing import Any, Literal
 
 from msgspec import Struct, field
@@ -22,9 +23,12 @@ ADMIN_96372 = "96372"
 CodeSystem = Literal["cpt", "hcpcs"]
 
 
+HCPCS_LEVEL_II = re.compile(r"[A-V]\d{4}")
+
+
 def code_system(code: str) -> CodeSystem:
     """CPT codes are five digits (or four and a letter); HCPCS Level II codes are a letter and four digits."""
-    return HCPCS if re.fullmatch(r"[A-V]\d{4}", code) else CPT
+    return HCPCS if HCPCS_LEVEL_II.fullmatch(code) else CPT
 
 
 class RouteClass(StrEnum):
@@ -100,7 +104,7 @@ class PayerProfile(Struct, frozen=True):
     frequency: Mapping[str, Frequency] = field(default_factory=dict)  # drug key -> limits
 
 
-class BillingPolicy(Struct, frozen=True):
+class BillingPolicy(Struct, frozen=True, dict=True):  # dict: room for its cached_property
     """Code tables from configuration that more than one rule needs."""
 
     admin_codes: Mapping[str, str] = field(default_factory=dict)  # iv_push, iv_push_additional, ...
@@ -110,7 +114,7 @@ class BillingPolicy(Struct, frozen=True):
     noc_codes: frozenset[str] = frozenset()
     drug_codes: frozenset[str] = frozenset()  # the catalog's drug billing codes
 
-    @property
+    @cached_property
     def administration_codes(self) -> frozenset[str]:
         return frozenset({ADMIN_96372, *self.admin_codes.values(), *self.medicare_vaccine_codes.values()})
 

@@ -188,8 +188,10 @@ def body_bytes(request: Request) -> bytes:
     if not is_json(request):
         raise UnsupportedMediaType("The request body must be JSON (Content-Type: application/json).")
     raw = request.get_data(cache=False)  # werkzeug raises 413 past MAX_CONTENT_LENGTH with a Content-Length
-    limit = request.max_content_length
-    if request.content_length is None and limit is not None and len(raw) >= limit:
+    if request.content_length is not None:
+        return raw
+    limit = request.max_content_length  # Flask reads it from current_app: only when it is needed
+    if limit is not None and len(raw) >= limit:
         # Chunked: werkzeug hands back the body cut at the limit; one more byte means it was larger.
         stream = request.environ["wsgi.input"]
         if stream.read(1):

@@ -10,7 +10,7 @@ request and a response that already has CORS headers still go to flask_cors itse
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from flask import Flask, Response
@@ -51,17 +51,28 @@ def install(app: Flask, origins: Iterable[str]) -> None:
 def answered_once(flask_cors_after: AfterRequest, unasked: list[tuple[str, str]]) -> AfterRequest:
     def cors_after_request(response: Response) -> Response:
         req = current_request()
-        environ = req.environ
-        if (req.method == "OPTIONS" or any(name in environ for name in READ_BY_FLASK_CORS)
-                or has_header(response, ALLOW_ORIGIN)):
+        if req.method == "OPTIONS" or asks_cors(req.environ) or has_header(response, ALLOW_ORIGIN):
             return flask_cors_after(response)
-        response.headers.extend(unasked)
+        headers = response.headers
+        for name, value in unasked:
+            headers.add(name, value)  # not extend(), which first asks whether the list is a MultiDict or a Mapping
         return response
 
     return cors_after_request
 
 
+def asks_cors(environ: Mapping[str, Any]) -> bool:
+    """The request carries a header that flask_cors reads (READ_BY_FLASK_CORS)."""
+    for name in READ_BY_FLASK_CORS:
+        if name in environ:
+            return True
+    return False
+
+
 def has_header(response: Response, lowered_name: str) -> bool:
     """`name in response.headers` without its cost when the header is absent: werkzeug looks it up by
     raising and catching a BadRequestKeyError, which builds an HTTP error each time."""
-    return any(name.lower() == lowered_name for name, _value in response.headers)
+    for name, _value in response.headers:
+        if name.lower() == lowered_name:
+            return True
+    return False
