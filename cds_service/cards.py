@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import yaml
 from jinja2 import StrictUndefined, Template
 from jinja2.sandbox import SandboxedEnvironment
 
+from cds_service.config import safe_load
 from cds_service.rules.model import CPT, ChargeLine, Finding, Injection, PlannedLines, RouteClass, Visit
 
 CARDS_DIR = Path(__file__).resolve().parent.parent / "cards"
@@ -121,7 +121,7 @@ def load_templates(directory: Path = CARDS_DIR) -> dict[str, CardTemplate]:
     markdown_env = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False, finalize=escape_markdown)
     out = {}
     for path in sorted(directory.glob("*.yaml")):
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        spec = safe_load(path.read_text(encoding="utf-8"))
         out[path.stem] = CardTemplate(
             title=spec["title"],
             summary=compiled(plain_env, spec["summary"]),

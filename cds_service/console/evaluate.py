@@ -180,7 +180,7 @@ def what_if_runtime(rt: Runtime, text: str) -> tuple[Runtime | None, list[str]]:
     if len(text.encode("utf-8", errors="replace")) > rt.settings.max_body_bytes:
         return None, ["(document): larger than this service accepts"]
     try:
-        data = yaml.safe_load(text)
+        data = configuration.safe_load(text)
     except yaml.YAMLError as exc:
         return None, [f"(document): not valid YAML: {exc}"]
     if node_count_exceeds(data, MAX_CONFIG_NODES):

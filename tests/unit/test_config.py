@@ -88,3 +88,13 @@ def test_production_example_is_valid_and_safe() -> None:
     issuers = [i["iss"] for i in settings.raw["auth"]["trusted_issuers"]]
     assert "https://sandbox.cds-hooks.org" not in issuers
     assert all(s.startswith("https://") for s in settings.fhir.allowed_servers)
+
+
+def test_yaml_is_read_by_libyaml_with_pyyamls_results_and_errors() -> None:
+    assert config.SAFE_LOADER is yaml.CSafeLoader
+    for path in [ROOT / "config" / "default.yaml", *sorted((ROOT / "cards").glob("*.yaml"))]:
+        text = path.read_text(encoding="utf-8")
+        assert config.safe_load(text) == yaml.safe_load(text), path.name
+    for bad in ["a: [1", "\x00", "a: *x", "a: \ud800"]:  # the last: a lone surrogate, as a JSON escape gives
+        with pytest.raises(yaml.YAMLError):
+            config.safe_load(bad)
