@@ -3,8 +3,10 @@
 msgspec reads a resource's JSON value into Structs in C, about ten times faster than pydantic-core builds
 models. Each Struct mirrors one fhir.resources class, as `fhir.fast`'s models do: the same elements,
 aliases, cardinalities and model rules (unknown elements refused, `resourceType` checked, one type per
-choice element `nnn[x]`, required primitives or their `_nnn` extension, a `_nnn` object that says
-something, no null in a list of complex elements). The primitives:
+choice element `nnn[x]`, a `_nnn` object that says something, no null in a list of complex elements).
+A required primitive (Narrative's `status` and `div`, a resource's `status`) is a required, non-null
+field, checked by msgspec in C: FHIR also lets its `_nnn` extension stand in for it, a case rare enough
+to be left to pydantic with the other refusals. The primitives:
 
 - a string, id, uri or markdown is a str under fhir_core's own pattern and length limits.
   pydantic-core reads a pattern with the Rust regex engine, this pass with Python's `re`: `$` is written
@@ -266,6 +268,7 @@ def _generate(
     variant: Variant, cls: type[FHIRAbstractModel], pending: list[type[FHIRAbstractModel]]
 ) -> type[FhirStruct]:
     choices, required = fast.model_rules(cls)
+    present = {name for name, _alias, _ext in required}
     fields: list[tuple[str, Any, Any]] = []
     aliases = []
     for name, info in cls.model_fields.items():
@@ -274,7 +277,10 @@ def _generate(
         default = msgspec.NODEFAULT if info.is_required() else info.default
         if isinstance(default, list | dict):
             raise NotImplementedError(f"{cls.__name__}.{name}: a mutable default")  # none in R4B
-        fields.append((name, _convert(info.annotation, pending, variant), msgspec.field(default=default, name=alias)))
+        annotation = _convert(info.annotation, pending, variant)
+        if name in present:  # a required primitive: required here, its value itself (see the module's text)
+            annotation, default = without_none(annotation), msgspec.NODEFAULT
+        fields.append((name, annotation, msgspec.field(default=default, name=alias)))
     validators = cls.__pydantic_decorators__.model_validators
     own = {key: d for key, d in validators.items() if key not in fast.COMMON_VALIDATORS}
     for key, decorator in own.items():
@@ -288,8 +294,8 @@ def _generate(
         "__before__": before,
         "__aliases__": tuple(aliases) if before else (),
     }
-    if choices or required or before:
-        namespace["__post_init__"] = rules_check(choices, required, bool(before))
+    if choices or before:
+        namespace["__post_init__"] = rules_check(choices, (), bool(before))
     options: dict[str, Any] = {}
     if cls.has_resource_base():
         options = {"tag_field": "resourceType", "tag": cls.__resource_type__}
@@ -300,6 +306,14 @@ def _generate(
     if cls.has_resource_base():
         RESOURCES.setdefault(variant, {})[cls.__resource_type__] = struct
     return struct
+
+
+def without_none(annotation: Any) -> Any:
+    """The annotation less None (an Optional's other members)."""
+    members = tuple(a for a in typing.get_args(annotation) if a is not type(None))
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType) or not members:
+        return annotation
+    return members[0] if len(members) == 1 else typing.Union[members]  # noqa: UP007 - from a tuple
 
 
 # The generated resource Structs of each variant, by resourceType.
