@@ -76,7 +76,8 @@ def entries(value: Mapping[str, Any]) -> Iterator[tuple[str | None, Any]]:
         yield None, value
         return
     for entry in value.get("entry") or []:
-        if isinstance(entry, dict) and (entry.get("search") or {}).get("mode") != "outcome":
+        search = entry.get("search") if isinstance(entry, dict) else None
+        if isinstance(entry, dict) and not (isinstance(search, dict) and search.get("mode") == "outcome"):
             yield entry.get("fullUrl"), entry.get("resource")
 
 
@@ -137,7 +138,7 @@ def validate(where: str, data: Any, into: Resources, *, history: bool = False, p
         into.invalid.append(InvalidResource(where, "(unknown)", None, ("entry has no resource object",)))
         return None
     rtype = data.get("resourceType")
-    if rtype not in READ_TYPES:
+    if not isinstance(rtype, str) or rtype not in READ_TYPES:
         return None
     rid = data.get("id") if isinstance(data.get("id"), str) else None
     try:
@@ -151,7 +152,9 @@ def validate(where: str, data: Any, into: Resources, *, history: bool = False, p
         return models()[rtype].model_validate(data)
     except ValidationError as exc:
         into.invalid.append(InvalidResource(where, rtype, rid, describe_errors(exc)))
-    except (TypeError, ValueError, RecursionError) as exc:  # fhir.resources' own path, for contained resources
+    except Exception as exc:  # noqa: BLE001 - a validator of fhir_core failing otherwise on a value of the
+        # wrong kind (TypeError, AttributeError, KeyError), a RecursionError in fhir.resources' own path for
+        # contained resources: the resource could not be read as FHIR R4, so it is invalid, not a crash
         into.invalid.append(InvalidResource(where, rtype, rid, (type(exc).__name__,)))
     return None
 

@@ -139,11 +139,18 @@ class NotRemembered(ValueError):
 
 
 def _converted_value(kind: type, value: Any) -> Any:
-    """dec_hook: fhir_core's conversion of a value read as a Converted type."""
+    """dec_hook: fhir_core's conversion of a value read as a Converted type. A validator of fhir_core that
+    fails otherwise than by a ValueError on a value of the wrong kind (an AttributeError for a number given
+    as a url) fails by a ValueError here, which msgspec reports: the pydantic pass then decides."""
     convert = getattr(kind, "convert", None)
     if convert is None:
         raise NotImplementedError(kind)
-    return convert(value)
+    try:
+        return convert(value)
+    except ValueError:
+        raise
+    except Exception as exc:
+        raise ValueError(f"{kind.__name__}: {type(exc).__name__}") from None
 
 
 def _remembered_value(kind: type, value: Any) -> Any:

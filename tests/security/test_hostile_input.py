@@ -123,3 +123,19 @@ def test_a_prefetch_bundle_of_10000_entries_is_answered_in_bounded_time(client: 
     elapsed = time.monotonic() - started
     assert response.status_code in (200, 413)
     assert elapsed < 60  # fault bound, not a benchmark: benchmarks/ measures speed
+
+
+@pytest.mark.parametrize("odd", [
+    {"extension": [{"url": "https://example.org/x", "valueUrl": 5}]},  # fhir_core's url check: AttributeError
+    {"resourceType": ["MedicationAdministration"]},
+])
+def test_values_that_break_fhir_validators_otherwise_are_invalid_resources_not_500s(
+        client: FlaskClient, odd: dict[str, Any]) -> None:
+    request = copy.deepcopy(load_scenario("01")["request"])
+    admins = request["prefetch"]["administrations"]
+    first = admins["entry"][0]["resource"] if admins.get("resourceType") == "Bundle" else admins
+    first.update(odd)
+    response = client.post(DISCHARGE, json=request)
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    if "extension" in odd:
+        assert "invalid-resource" in {c["source"]["topic"]["code"] for c in response.get_json()["cards"]}

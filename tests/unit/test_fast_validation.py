@@ -501,3 +501,23 @@ def test_a_required_primitive_given_by_its_extension_only_is_left_to_pydantic() 
         broken = {k: v for k, v in admin.items() if k != "_status"} | (status or {})
         assert verdict(broken)[0] is False
         assert parse.validate("x", broken, parse.Resources()) is None
+
+
+def test_a_value_that_breaks_a_validator_otherwise_than_by_a_validation_error_makes_the_resource_invalid() -> None:
+    """fhir_core's url validator raises AttributeError on a number: invalid-resource, not a crash."""
+    admin = {"resourceType": "MedicationAdministration", "id": "a1", "status": "completed",
+             "subject": {"reference": "Patient/p"}, "effectiveDateTime": "2025-03-04",
+             "medicationCodeableConcept": {"text": "B12"},
+             "extension": [{"url": "https://example.org/x", "valueUrl": 5}]}
+    for plain_text in (False, True):
+        into = parse.Resources()
+        assert parse.validate("administrations", admin, into, plain=plain_text) is None
+        assert [(i.resource_type, i.resource_id) for i in into.invalid] == [("MedicationAdministration", "a1")]
+
+
+@pytest.mark.parametrize("odd", [{"resourceType": ["Encounter"]}, {"resourceType": {"a": 1}},
+                                 {"resourceType": "Bundle", "entry": [{"search": "x", "resource": {}}]},
+                                 {"resourceType": "Bundle", "entry": [{"search": [], "resource": 5}]}])
+def test_an_odd_resource_type_or_bundle_entry_is_read_without_a_crash(odd: dict[str, Any]) -> None:
+    resources = parse.read({"x": odd})
+    assert not resources.administrations and not resources.conditions
