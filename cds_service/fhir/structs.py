@@ -21,7 +21,8 @@ to be left to pydantic with the other refusals. The primitives:
   base64Binary, uuid) goes through the very fhir_core type, by pydantic, so its value is the same.
 
 Converted values are remembered (`REMEMBERED`, below): msgspec asks for them through a C cache, so a value
-seen before costs no Python call at all (a typical hook call has 79: 57 codes, 20 dates and instants).
+seen before costs no Python call at all (a typical hook call has 79: 57 codes, 20 dates and instants,
+2 decimals).
 
 A string holding a lone surrogate (which `json.loads` lets through), an integer beyond 64 bits and
 nesting past 255 levels are left to pydantic before all this: see `accept`. The PLAIN variant of the
