@@ -6,8 +6,9 @@ One NDJSON file per resource type, or K per type with --split (Encounter.ndjson,
 Encounter-2.ndjson, ...), gzipped with --gzip. A seed always writes the same resources in the same order
 within a type, whatever --gzip and --split say. Patients are made and written one at a time.
 
-The variety is what the rules look at: the drugs of config/default.yaml's catalog (billing codes and unit
-sizes read from it), coded by RxNorm, NDC or CVX, by a referenced or contained Medication, or text only;
+The variety is what the rules look at: the drugs of config/default.yaml's catalog (billed as BILLED says,
+with CMS's 2025 codes and units), coded by RxNorm, NDC or CVX, by a referenced or contained Medication, or
+text only;
 routes in SNOMED CT or HL7 v3, only as text, missing, IV push or infusion; doses missing, too high, in mg
 for a mcg drug, in mL; administrations not done or entered in error; charges captured right, with wrong
 units or code, E/M 99213 with and without modifier 25, 99211, orphans; Medicare Part B (Source of Payment
@@ -44,8 +45,20 @@ CPT, HCPCS = "http://www.ama-assn.org/go/cpt", "https://www.cms.gov/Medicare/Cod
 MODIFIER_URL = "https://injection-billing.org/fhir/StructureDefinition/procedure-modifier"
 SOPT = "urn:oid:2.16.840.1.113883.3.221.5"
 UNIT_WORDS = {"ug": "mcg", "mg": "mg", "mL": "mL"}
+# drug key -> how a coder bills it in 2025 (CMS's 2025 Part B files; J3490 and J1050 are not in them): the
+# code, and the billing unit the doses below are written in.
+BILLED: dict[str, tuple[str, float, str]] = {
+    "cyanocobalamin": ("J3420", 1000, "ug"), "hydroxocobalamin": ("J3425", 10, "ug"),
+    "methylcobalamin": ("J3490", 1000, "ug"), "ketorolac": ("J1885", 15, "mg"), "ceftriaxone": ("J0696", 250, "mg"),
+    "methylprednisolone-acetate": ("J1010", 1, "mg"), "triamcinolone": ("J3301", 10, "mg"),
+    "dexamethasone": ("J1100", 1, "mg"), "medroxyprogesterone": ("J1050", 1, "mg"),
+    "testosterone-cypionate": ("J1071", 1, "mg"), "promethazine": ("J2550", 50, "mg"),
+    "leuprolide": ("J9217", 7.5, "mg"), "methotrexate": ("J9260", 50, "mg"),
+    "influenza-vaccine": ("90656", 0.5, "mL"), "pneumococcal-vaccine": ("90732", 0.5, "mL"),
+    "hepatitis-b-vaccine": ("90746", 1, "mL"),
+}
 
-# drug key -> (codings, or None for text only; doses in the catalog's billing unit; route)
+# drug key -> (codings, or None for text only; doses in the billing unit of BILLED below; route)
 DRUGS: dict[str, tuple[list[tuple[str, str, str]] | None, list[float], str]] = {
     "cyanocobalamin": ([(RXNORM, "309594", "cyanocobalamin 1000 MCG/ML Injectable Solution"),
                         (NDC, "63323-044-44", "Cyanocobalamin 1000 mcg/mL injection")], [1000], "IM"),
@@ -319,7 +332,7 @@ def effective(rng: random.Random, start: dt.datetime, infusion: bool) -> dict[st
 
 
 def dosage(rng: random.Random, key: str, route: str, dose: float) -> dict[str, Any]:
-    unit = CATALOG[key]["billing_unit"]["unit"]
+    unit = BILLED[key][2]
     style = rng.choices(["coded", "v3", "text", "missing"], weights=[60, 20, 12, 8])[0]
     out: dict[str, Any] = {}
     if route == "IV":
@@ -340,7 +353,8 @@ def dosage(rng: random.Random, key: str, route: str, dose: float) -> dict[str, A
 def given(key: str, route: str, dose: float) -> Given:
     """The lines a coder would capture, from the charted drug and dose."""
     drug = CATALOG[key]
-    units = math.ceil(dose / float(drug["billing_unit"]["value"]))
+    code, unit_size, _ = BILLED[key]
+    units = math.ceil(dose / unit_size)
     if route == "IV":
         admin_code = "96374"
     elif drug["class"] == "vaccine":
@@ -349,7 +363,7 @@ def given(key: str, route: str, dose: float) -> Given:
         admin_code = "96401" if drug["class"] == "antineoplastic-non-hormonal" else "96402"
     else:
         admin_code = "96372"
-    return Given(route, admin_code, drug["hcpcs"], units)
+    return Given(route, admin_code, code, units)
 
 
 def charges(

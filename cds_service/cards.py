@@ -18,7 +18,7 @@ from jinja2 import StrictUndefined, Template
 from jinja2.sandbox import SandboxedEnvironment
 
 from cds_service.config import safe_load
-from cds_service.rules.model import CPT, ChargeLine, Finding, Injection, PlannedLines, RouteClass, Visit
+from cds_service.rules.model import CPT, ChargeLine, Drug, Finding, Injection, PlannedLines, RouteClass, Visit
 
 CARDS_DIR = Path(__file__).resolve().parent.parent / "cards"
 RULE_SYSTEM = "https://injection-billing.org/fhir/CodeSystem/billing-rule"
@@ -35,7 +35,8 @@ INDICATOR_ORDER = {"critical": 0, "warning": 1, "info": 2}
 ROUTE_WORDS = {
     RouteClass.SC: "subcutaneous", RouteClass.IM: "intramuscular", RouteClass.IV_PUSH: "IV push",
     RouteClass.IV_INFUSION: "IV infusion", RouteClass.INTRA_ARTERIAL: "intra-arterial",
-    RouteClass.ORAL: "oral", RouteClass.OTHER: "other-route", RouteClass.UNKNOWN: "undocumented-route",
+    RouteClass.ORAL: "oral", RouteClass.OTHER: "other-route",
+    RouteClass.UNKNOWN: "undocumented-route",
 }
 CODE_MEANINGS = {
     "96372": "therapeutic, prophylactic or diagnostic injection, SC or IM (one per injection)",
@@ -51,7 +52,7 @@ CODE_MEANINGS = {
     "G0009": "administration of pneumococcal vaccine (Medicare)",
     "G0010": "administration of hepatitis B vaccine (Medicare)",
 }
-UNIT_WORDS = {"ug": "mcg", "[iU]": "units", "U": "units"}
+UNIT_WORDS = {"ug": "mcg", "[iU]": "units", "U": "units", "each": "dose", "meq": "mEq", "cm2": "sq cm"}
 MARKDOWN_SPECIAL = re.compile(r"[\\`*_\[\]<>|~]")
 
 
@@ -106,6 +107,51 @@ def plain(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
+class PartBText:
+    """The sentences about Medicare Part B payment limits and CMS quarters (cards/shared/part-b.yaml)."""
+
+    line: str
+    per_unit: str
+    after_last_quarter: str
+    before_first_quarter: str
+    not_loaded: str
+
+
+def load_part_b_text(directory: Path = CARDS_DIR) -> PartBText:
+    spec = safe_load((directory / "shared" / "part-b.yaml").read_text(encoding="utf-8"))
+    return PartBText(**{name: " ".join(spec[name].split()) for name in PartBText.__dataclass_fields__})
+
+
+def dollars(value: Decimal, places: int = 2) -> str:
+    """'$1,234.50'; formatting rounds as quantize would, without its 28-digit limit (a dose of 1e30 units)."""
+    return f"${value:,.{places}f}"
+
+
+def line_limit(line: ChargeLine, drug: Drug) -> Decimal | None:
+    """Medicare's payment limit for a drug line: units x the limit per unit, for the drug's own code."""
+    if drug.payment_limit is None or line.code != drug.hcpcs:
+        return None
+    return line.units * drug.payment_limit
+
+
+def drug_line_of(finding: Finding, visit: Visit, inj: Injection | None) -> ChargeLine | None:
+    """The drug line a card is about: one it creates or updates, else (a card with no action) the one planned."""
+    if inj is None or inj.drug is None:
+        return None
+    lines = [*finding.creates, *finding.updates]
+    if lines:
+        return next((ln for ln in lines if ln.code == inj.drug.hcpcs), None)
+    return visit.plan.get(inj.ref, PlannedLines()).drug
+
+
+def payment_at_risk(finding: Finding, visit: Visit) -> Decimal | None:
+    """Medicare Part B's payment limit for the drug line a finding is about (the audit totals it per rule)."""
+    inj = next((i for i in visit.injections if i.ref == finding.subject), None)
+    line = drug_line_of(finding, visit, inj)
+    return line_limit(line, inj.drug) if line is not None and inj is not None and inj.drug is not None else None
+
+
+@dataclass(frozen=True)
 class CardTemplate:
     title: str
     summary: Any
@@ -145,9 +191,11 @@ def compiled(env: SandboxedEnvironment, source: str) -> Template:
 class CardRenderer:
     """Render findings as cards for one hook call."""
 
-    def __init__(self, templates: Mapping[str, CardTemplate], indicators: Mapping[str, str]) -> None:
+    def __init__(self, templates: Mapping[str, CardTemplate], indicators: Mapping[str, str],
+                 part_b: PartBText | None = None) -> None:
         self.templates = templates
         self.indicators = indicators
+        self.part_b = part_b or load_part_b_text()
 
     def render(
         self,
@@ -190,6 +238,9 @@ class CardRenderer:
                 "topic": {"system": RULE_SYSTEM, "code": finding.rule, "display": template.title},
             },
         }
+        more = self.part_b_sentences(finding, visit, inj)
+        if more:
+            card["detail"] = "\n\n".join([card["detail"], *more]) if card["detail"] else "\n\n".join(more)
         if not card["detail"]:
             del card["detail"]
         actions = [self.create(line, visit) for line in finding.creates]
@@ -217,6 +268,30 @@ class CardRenderer:
                              for link in template.links]
         return card
 
+    def part_b_sentences(self, finding: Finding, visit: Visit, inj: Injection | None) -> list[str]:
+        """Medicare's payment limit for the drug line the card is about, and a note when the date of service
+        is outside the CMS quarters loaded. Text only: the suggestion is the same with or without them."""
+        drug = inj.drug if inj is not None else None
+        if drug is None or drug.quarter is None:
+            return []
+        out = []
+        line = drug_line_of(finding, visit, inj)
+        total = line_limit(line, drug) if line is not None else None
+        quarter = drug.quarter.replace("q", " Q")
+        if line is not None and total is not None and drug.payment_limit is not None:
+            out.append(self.part_b.line.format(code=line.code, units=number(line.units), total=dollars(total),
+                                               per_unit=dollars(drug.payment_limit, 3),
+                                               quarter=quarter))
+        elif finding.rule == "dose-missing" and drug.payment_limit is not None:
+            out.append(self.part_b.per_unit.format(code=drug.hcpcs, quarter=quarter,
+                                                   per_unit=dollars(drug.payment_limit, 3)))
+        if drug.quarter_fit != "in" and (out or finding.creates or finding.updates):
+            day = inj.date_of_service.isoformat() if inj is not None and inj.date_of_service else "(unknown)"
+            text = {"after": self.part_b.after_last_quarter, "before": self.part_b.before_first_quarter,
+                    "gap": self.part_b.not_loaded}[drug.quarter_fit]
+            out.append(text.format(date=day, quarter=quarter))
+        return out
+
     def variables(self, finding: Finding, visit: Visit, inj: Injection | None) -> dict[str, Any]:
         lines = [*finding.creates, *finding.updates]
         planned = visit.plan.get(inj.ref, PlannedLines()) if inj else PlannedLines()
@@ -234,6 +309,8 @@ class CardRenderer:
             "route": ROUTE_WORDS[inj.route] if inj else None,
             "drug": (drug.display if drug else inj.drug_text if inj else None),
             "drug_code": drug.hcpcs if drug else None,
+            "unit_size": amount(drug.billing_unit.value, unit) if drug else None,
+            "quarter_label": drug.quarter.replace("q", " Q") if drug and drug.quarter else None,
             "dose": amount(inj.dose, unit) if inj and inj.dose is not None else None,
             "max_dose": amount(drug.max_dose, unit) if drug and drug.max_dose is not None else None,
             "date": inj.date_of_service.isoformat() if inj and inj.date_of_service else None,

@@ -1,4 +1,4 @@
-"""The drug catalog and payer profiles from configuration, indexed the way facts look them up."""
+"""The configured drug catalog and payer profiles, indexed the way facts look them up."""
 
 from __future__ import annotations
 
@@ -8,47 +8,42 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from msgspec import Struct
+
+from cds_service.partb import ndc
 from cds_service.rules.coverage import icd10_key
-from cds_service.rules.model import Drug, DrugClass, Frequency, PayerProfile, Quantity, RouteClass
-
-# Mass units in micrograms, and activity units by their canonical UCUM spelling.
-MASS_IN_UG = {
-    "ug": Decimal(1), "mcg": Decimal(1), "µg": Decimal(1), "microgram": Decimal(1), "micrograms": Decimal(1),
-    "mg": Decimal(1000), "milligram": Decimal(1000), "milligrams": Decimal(1000),
-    "g": Decimal(1_000_000), "gram": Decimal(1_000_000), "grams": Decimal(1_000_000),
-}
-VOLUME_UNITS = {"ml", "milliliter", "milliliters", "millilitre", "millilitres", "cc"}
-ACTIVITY_UNITS = {"[iu]": "[iU]", "iu": "[iU]", "u": "U", "unit": "U", "units": "U", "[u]": "U"}
+from cds_service.rules.model import DrugClass, Frequency, PayerProfile, Quantity, RouteClass
 
 
-def convert(value: Decimal, unit: str, target: str) -> Decimal | None:
-    """Convert between mass units, or between spellings of one activity unit; None when they differ in kind."""
-    unit, target_key = unit.strip().lower(), target.strip().lower()
-    if target_key in VOLUME_UNITS and unit in VOLUME_UNITS:
-        return value
-    if unit in MASS_IN_UG and target_key in MASS_IN_UG:
-        return value * MASS_IN_UG[unit] / MASS_IN_UG[target_key]
-    if unit in ACTIVITY_UNITS and ACTIVITY_UNITS[unit] == ACTIVITY_UNITS.get(target_key, target):
-        return value
-    return None
+class CuratedDrug(Struct, frozen=True):
+    """A drug of the configured catalog: what CMS's files do not say (routes, usual maximum, class, the
+    payer lists keyed by it), and the codes it bills under, the first in force on the date of service winning."""
+
+    key: str
+    display: str
+    hcpcs: tuple[str, ...]
+    billing_unit: Quantity | None  # for a code CMS does not list (J3490); else CMS's unit is used
+    allowed_routes: frozenset[RouteClass]
+    drug_class: DrugClass
+    max_dose: Quantity | None = None
+    vaccine_kind: str | None = None
 
 
-@dataclass(frozen=True)
-class Product:
-    """A coded product of a drug: its concentration per mL and container, where known."""
+class Product(Struct, frozen=True):
+    """A coded product of a curated drug: its concentration per mL and container, where known."""
 
-    drug: Drug
+    drug: CuratedDrug
     per_ml: Quantity | None = None
     container: str | None = None
 
 
 def normalize_ndc(code: str) -> str:
-    """Return the 11-digit 5-4-2 form of an NDC given as 4-4-2, 5-3-2, 5-4-1 or 11 digits."""
-    code = code.strip()
-    parts = code.split("-")
-    if len(parts) == 3 and all(p.isdigit() for p in parts):
-        labeler, product, package = parts
-        return labeler.zfill(5) + product.zfill(4) + package.zfill(2)
+    """The 11-digit 5-4-2 form of an NDC given as 4-4-2, 5-3-2, 5-4-1 or 11 digits; 9 digits for a
+    labeler-product code ('70710-1663'); the digits of anything else."""
+    forms = ndc.candidates(code)
+    if forms:
+        return forms[0]
+    parts = code.strip().split("-")
     if len(parts) == 2 and all(p.isdigit() for p in parts):  # a product without its package: 9 digits
         return parts[0].zfill(5) + parts[1].zfill(4)
     return re.sub(r"\D", "", code)
@@ -58,37 +53,35 @@ def quantity(spec: Mapping[str, Any]) -> Quantity:
     return Quantity(Decimal(str(spec["value"])), spec["unit"])
 
 
-def drug_of(key: str, spec: Mapping[str, Any]) -> Drug:
-    billing_unit = quantity(spec["billing_unit"])
-    max_dose = None
-    if "max_dose" in spec:
-        limit = quantity(spec["max_dose"])
-        max_dose = convert(limit.value, limit.unit, billing_unit.unit)
-    return Drug(
+def curated_of(key: str, spec: Mapping[str, Any]) -> CuratedDrug:
+    codes = spec["hcpcs"]
+    return CuratedDrug(
         key=key,
         display=spec["display"],
-        hcpcs=spec["hcpcs"],
-        billing_unit=billing_unit,
+        hcpcs=tuple(codes) if isinstance(codes, list) else (codes,),
+        billing_unit=quantity(spec["billing_unit"]) if "billing_unit" in spec else None,
         allowed_routes=frozenset(RouteClass(r) for r in spec["allowed_routes"]),
         drug_class=DrugClass(spec["class"]),
-        max_dose=max_dose,
+        max_dose=quantity(spec["max_dose"]) if "max_dose" in spec else None,
         vaccine_kind=spec.get("vaccine_kind"),
     )
 
 
 class DrugCatalog:
-    """Look drugs up by RxNorm, NDC, CVX or HCPCS code, or by a name in free text."""
+    """The configured drugs, looked up by RxNorm, NDC, CVX or HCPCS code, or by a name in free text."""
 
     def __init__(self, drugs: Mapping[str, Mapping[str, Any]]) -> None:
-        self.drugs: dict[str, Drug] = {}
+        self.drugs: dict[str, CuratedDrug] = {}
         self._products: dict[tuple[str, str], Product] = {}
         self._ndc_products: dict[str, Product] = {}  # by labeler + product (9 digits): package sizes vary
+        self._by_code: dict[str, CuratedDrug] = {}
         hcpcs_owners: dict[str, set[str]] = {}
-        names: list[tuple[str, Drug]] = []
+        names: list[tuple[str, CuratedDrug]] = []
         for key, spec in drugs.items():
-            drug = drug_of(key, spec)
+            drug = curated_of(key, spec)
             self.drugs[key] = drug
-            hcpcs_owners.setdefault(drug.hcpcs, set()).add(key)
+            for code in drug.hcpcs:
+                hcpcs_owners.setdefault(code, set()).add(key)
             names += [(name.lower(), drug) for name in spec.get("names", [])]
             for code in spec["codes"]:
                 product = Product(
@@ -104,7 +97,8 @@ class DrugCatalog:
                 self._products[(code["system"], normalized)] = product
         for code, owners in hcpcs_owners.items():
             if len(owners) == 1:  # an unclassified code such as J3490 names no one drug
-                self._products.setdefault(("hcpcs", code), Product(self.drugs[next(iter(owners))]))
+                self._by_code[code] = self.drugs[next(iter(owners))]
+                self._products.setdefault(("hcpcs", code), Product(self._by_code[code]))
         # Longest names first, so "hydroxocobalamin" wins over a shorter shared word.
         self._names = [
             (re.compile(r"(?<![a-z0-9])" + re.escape(name) + r"(?![a-z0-9])"), drug)
@@ -116,12 +110,19 @@ class DrugCatalog:
         return normalize_ndc(code) if system == "ndc" else code.strip()
 
     def product(self, system: str, code: str) -> Product | None:
-        """Find the product for a coding; `system` is rxnorm, ndc, cvx or hcpcs."""
+        """Find the product for a coding; `system` is rxnorm, ndc, cvx or hcpcs (an NDC in 11-digit form)."""
         key = self._key(system, code)
         found = self._products.get((system, key))
         if found is None and system == "ndc" and len(key) == 11:
             found = self._ndc_products.get(key[:9])
         return found
+
+    def has_ndc(self, ndc11: str) -> bool:
+        return ("ndc", ndc11) in self._products or ndc11[:9] in self._ndc_products
+
+    def by_code(self, code: str) -> CuratedDrug | None:
+        """The one configured drug billed under a code (none for a code several share, such as J3490)."""
+        return self._by_code.get(code)
 
     def by_name(self, text: str) -> Product | None:
         """Find a drug named in free text ("B12 shot"); the product, and so its concentration, stays unknown."""

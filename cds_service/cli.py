@@ -51,6 +51,17 @@ def main(argv: list[str] | None = None) -> int:
     audit.add_argument("--scheduler", help="with --engine dask: a running scheduler, e.g. tcp://host:8786 "
                        "(default: a LocalCluster of --workers processes)")
 
+    catalog = commands.add_parser("catalog", help="CMS's quarterly Part B drug files: import a quarter, list, look up")
+    catalog_commands = catalog.add_subparsers(dest="catalog_command", required=True)
+    importing = catalog_commands.add_parser("import", help="add quarters from CMS's files as downloaded (CSV or ZIP)")
+    importing.add_argument("files", nargs="+", help="the quarter's NDC-HCPCS crosswalk and payment-limit files")
+    importing.add_argument("--config")
+    importing.add_argument("--dir", help="store the quarters here (default: the configuration's cms.quarters_dir)")
+    catalog_commands.add_parser("quarters", help="list the quarters loaded").add_argument("--config")
+    lookup = catalog_commands.add_parser("lookup", help="a drug by NDC, HCPCS/CPT code or name, quarter by quarter")
+    lookup.add_argument("query")
+    lookup.add_argument("--config")
+
     db = commands.add_parser("db", help="the store's schema (Alembic migrations)")
     db_commands = db.add_subparsers(dest="db_command", required=True)
     for name, text in (("upgrade", "migrate the store to the latest revision"), ("current", "print its revision")):
@@ -59,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handler = {
         "serve": run_serve, "evaluate": run_evaluate, "check-config": run_check_config, "report": run_report,
-        "db": run_db, "audit": run_audit,
+        "db": run_db, "audit": run_audit, "catalog": run_catalog,
     }[args.command]
     return handler(args)
 
@@ -74,9 +85,46 @@ def load_settings(path: str | None) -> Settings | None:
 
 
 def run_check_config(args: argparse.Namespace) -> int:
-    if load_settings(args.file) is None:
+    from cds_service.partb import report
+
+    settings = load_settings(args.file)
+    if settings is None:
         return 2
     print(f"{args.file}: valid")
+    for line in report.quarters(settings.partb):
+        print(line)
+    for line in report.disagreements(settings.catalog, settings.partb):
+        print(f"warning: {line}")
+    return 0
+
+
+def run_catalog(args: argparse.Namespace) -> int:
+    from cds_service.partb import importing, report
+    from cds_service.partb.files import CmsFileError
+    from cds_service.partb.stored import StoredDataError
+
+    settings = load_settings(args.config)
+    if settings is None:
+        return 2
+    if args.catalog_command == "quarters":
+        print("\n".join(report.quarters(settings.partb)))
+        return 0
+    if args.catalog_command == "lookup":
+        lines = list(report.lookup_lines(settings.partb, args.query))
+        print("\n".join(lines) if lines else f"{args.query}: not in CMS's Part B files")
+        return 0 if lines else 1
+    directory = Path(args.dir) if args.dir else settings.quarters_dir
+    try:
+        changes = importing.import_files([Path(f) for f in args.files], directory)
+    except CmsFileError as exc:
+        print(f"refused: {exc}\nnothing was imported; the quarters loaded are as they were", file=sys.stderr)
+        return 2
+    except (StoredDataError, OSError) as exc:
+        print(f"cannot store the quarter in {directory}: {exc}", file=sys.stderr)
+        return 2
+    for change in changes:
+        print("\n".join(importing.describe(change)))
+    print(f"stored in {directory}; a running service loads it at its next configuration check")
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache, cached_property
@@ -13,14 +14,18 @@ from typing import Any
 import jsonschema
 import yaml
 
+from cds_service import partb
 from cds_service.catalog import DrugCatalog, PayerProfiles
+from cds_service.drugs import CodeClasses
 from cds_service.errors import ConfigError
+from cds_service.partb.stored import StoredDataError
 from cds_service.rules.model import BillingPolicy
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = ROOT / "config" / "schema.json"
 DEFAULT_CONFIG = ROOT / "config" / "default.yaml"
 DEFAULT_CLOSE_HOOK = "org.injection-billing.encounter-close"
+DEFAULT_QUARTERS_DIR = "var/cms"
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,9 @@ class Settings:
     facility_encounter_classes: frozenset[str]
     facility_pos_codes: frozenset[str]
     catalog: DrugCatalog
+    partb: partb.PartB  # CMS's quarterly Part B drug files: shipped, and imported into quarters_dir
+    quarters_dir: Path
+    code_classes: CodeClasses
     payers: PayerProfiles
     policy: BillingPolicy
     rules: Mapping[str, RuleSettings]
@@ -72,6 +80,18 @@ class Settings:
     @cached_property
     def _enabled_rules(self) -> Mapping[str, Mapping[str, Any]]:
         return {rule_id: r.params for rule_id, r in self.rules.items() if r.enabled}
+
+
+def code_classes(billing: Mapping[str, Any]) -> CodeClasses:
+    """Drug class and vaccine kind by code (BILLING-FACTS "Drug class from the code")."""
+    chemo = billing.get("antineoplastic_codes", {"first": "J9000", "last": "J9999"})
+    vaccines = billing.get("vaccine_codes", {"first": "90476", "last": "90759"})
+    return CodeClasses(
+        antineoplastic=(chemo["first"], chemo["last"]),
+        hormonal=frozenset(billing.get("hormonal_antineoplastic_codes", [])),
+        vaccines=(vaccines["first"], vaccines["last"]),
+        vaccine_kinds={code: kind for kind, codes in billing.get("vaccine_kinds", {}).items() for code in codes},
+    )
 
 
 @cache
@@ -139,18 +159,26 @@ def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any
 
 
 def semantic_problems(data: Mapping[str, Any]) -> list[str]:
-    """Cross-references the schema cannot express: profiles and drug keys that must exist."""
+    """Cross-references the schema cannot express: profiles, and drugs named by catalog key or HCPCS code."""
     found = []
     drugs, payers = set(data["drugs"]), data["payers"]
     if payers["default"] not in payers["profiles"]:
         found.append(f"payers/default: '{payers['default']}' is not a profile")
     for name, profile in payers["profiles"].items():
         for field_name in ("covered_diagnoses", "frequency"):
-            found += [f"payers/profiles/{name}/{field_name}/{k}: no such drug"
-                      for k in profile.get(field_name, {}) if k not in drugs]
-        found += [f"payers/profiles/{name}/self_administered_drugs: no such drug '{k}'"
-                  for k in profile.get("self_administered_drugs", []) if k not in drugs]
+            found += [f"payers/profiles/{name}/{field_name}/{k}: no such drug (a catalog key or a HCPCS code)"
+                      for k in profile.get(field_name, {}) if not names_a_drug(k, drugs)]
+        found += [f"payers/profiles/{name}/self_administered_drugs: no such drug '{k}' (a catalog key or a HCPCS code)"
+                  for k in profile.get("self_administered_drugs", []) if not names_a_drug(k, drugs)]
+    for key, drug in data["drugs"].items():
+        codes = drug["hcpcs"] if isinstance(drug["hcpcs"], list) else [drug["hcpcs"]]
+        if not any(re.fullmatch(r"[A-V]\d{4}|\d{4}[0-9FTU]", c) for c in codes):
+            found.append(f"drugs/{key}/hcpcs: no code")
     return found
+
+
+def names_a_drug(key: str, drugs: set[str]) -> bool:
+    return key in drugs or bool(re.fullmatch(r"[A-V]\d{4}|\d{4}[0-9FTU]", key))
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Settings:
@@ -161,11 +189,20 @@ def load(path: str | os.PathLike[str] | None = None) -> Settings:
     found = problems(data) or semantic_problems(data)
     if found:
         raise ConfigError(str(path), found)
-    return build(data, str(path))
+    try:
+        loaded = partb.load(quarters_dir(data))
+    except StoredDataError as exc:
+        raise ConfigError(str(path), [f"cms: {exc}"]) from None
+    return build(data, str(path), loaded)
 
 
-def build(data: Mapping[str, Any], source: str) -> Settings:
-    """Turn a valid configuration document into Settings."""
+def quarters_dir(data: Mapping[str, Any]) -> Path:
+    """Where imported CMS quarters are kept; a relative path is under the repository root."""
+    return ROOT / data.get("cms", {}).get("quarters_dir", DEFAULT_QUARTERS_DIR)
+
+
+def build(data: Mapping[str, Any], source: str, loaded: partb.PartB) -> Settings:
+    """Turn a valid configuration document, and the CMS quarters loaded for it, into Settings."""
     server = data.get("server", {})
     fhir = data["fhir"]
     billing = data.get("billing", {})
@@ -197,6 +234,9 @@ def build(data: Mapping[str, Any], source: str) -> Settings:
         facility_encounter_classes=frozenset(billing.get("facility_encounter_classes", [])),
         facility_pos_codes=frozenset(billing.get("facility_pos_codes", [])),
         catalog=DrugCatalog(data["drugs"]),
+        partb=loaded,
+        quarters_dir=quarters_dir(data),
+        code_classes=code_classes(billing),
         payers=PayerProfiles(data["payers"]),
         policy=BillingPolicy(
             admin_codes=billing.get("administration_codes", {}),
@@ -204,7 +244,6 @@ def build(data: Mapping[str, Any], source: str) -> Settings:
             em_needing_25=frozenset(billing.get("em_needing_modifier_25", [])),
             em_bundled=frozenset(billing.get("em_bundled_with_administration", [])),
             noc_codes=frozenset(billing.get("noc_codes", [])),
-            drug_codes=frozenset(d["hcpcs"] for d in data["drugs"].values()),
         ),
         rules={
             rule_id: RuleSettings(

@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from cds_service.catalog import ACTIVITY_UNITS, MASS_IN_UG, VOLUME_UNITS, DrugCatalog, PayerProfiles, Product, convert
+from cds_service.catalog import PayerProfiles
+from cds_service.drugs import DrugFacts, Formulary
 from cds_service.fhir.parse import Resources, ref_key
 from cds_service.rules.model import (
     BillingPolicy,
@@ -22,6 +23,7 @@ from cds_service.rules.model import (
     Setting,
     Visit,
 )
+from cds_service.units import VOLUME_UNITS
 
 RXNORM_SYSTEMS = {"http://www.nlm.nih.gov/research/umls/rxnorm", "urn:oid:2.16.840.1.113883.6.88"}
 NDC_SYSTEMS = {"http://hl7.org/fhir/sid/ndc", "urn:oid:2.16.840.1.113883.6.69"}
@@ -48,6 +50,7 @@ ROUTE_CODES: dict[str, dict[str, RouteClass]] = {
         "58100008": RouteClass.INTRA_ARTERIAL, "26643006": RouteClass.ORAL,
         "372464004": RouteClass.OTHER, "6064005": RouteClass.OTHER, "46713006": RouteClass.OTHER,
         "37161004": RouteClass.OTHER, "447694001": RouteClass.OTHER, "54485002": RouteClass.OTHER,
+        "12130007": RouteClass.OTHER, "72607000": RouteClass.OTHER, "37839007": RouteClass.OTHER,
     },
     V3_ROUTE: {
         "IM": RouteClass.IM, "IMINJ": RouteClass.IM,
@@ -57,10 +60,15 @@ ROUTE_CODES: dict[str, dict[str, RouteClass]] = {
         "IAINJ": RouteClass.INTRA_ARTERIAL, "IA": RouteClass.INTRA_ARTERIAL,
         "PO": RouteClass.ORAL, "SWALLOW": RouteClass.ORAL,
         "IDINJ": RouteClass.OTHER, "NASINHL": RouteClass.OTHER, "TOPICAL": RouteClass.OTHER,
+        "IARTINJ": RouteClass.OTHER, "ILESINJ": RouteClass.OTHER, "ITINJ": RouteClass.OTHER,
+        "IVITINJ": RouteClass.OTHER, "IBURSINJ": RouteClass.OTHER, "SL": RouteClass.OTHER,
     },
     V2_ROUTE: {
         "IM": RouteClass.IM, "SC": RouteClass.SC, "IV": RouteClass.IV_PUSH, "IA": RouteClass.INTRA_ARTERIAL,
         "PO": RouteClass.ORAL, "ID": RouteClass.OTHER, "NS": RouteClass.OTHER, "TP": RouteClass.OTHER,
+        "IS": RouteClass.OTHER, "IB": RouteClass.OTHER, "IT": RouteClass.OTHER, "IO": RouteClass.OTHER,
+        "IN": RouteClass.OTHER, "IH": RouteClass.OTHER, "SL": RouteClass.OTHER, "TD": RouteClass.OTHER,
+        "EP": RouteClass.OTHER, "IP": RouteClass.OTHER,
     },
     "nci": {
         "C28161": RouteClass.IM, "C38299": RouteClass.SC, "C38276": RouteClass.IV_PUSH,
@@ -75,6 +83,10 @@ ROUTE_TEXT: tuple[tuple[re.Pattern[str], RouteClass], ...] = tuple(
         (r"\b(iv\s*push|ivp|intravenous(ly)?\s+push|iv\s*bolus)\b", RouteClass.IV_PUSH),
         (r"\b(iv\s*infusion|intravenous(ly)?\s+infusion|infus(ed|ion)|ivpb|iv\s*drip)\b", RouteClass.IV_INFUSION),
         (r"\b(intra-?arterial(ly)?|i\.a\.)", RouteClass.INTRA_ARTERIAL),
+        # Documented routes that are neither SC/IM nor IV: no 96372, and not "no route".
+        (r"\b(intra-?articular(ly)?|intra-?synovial|intra-?bursal|intra-?lesional(ly)?|intra-?dermal(ly)?"
+         r"|intra-?vitreal|intra-?thecal|intra-?vesical|intra-?nasal|nasal|epidural|inhal(ed|ation)|topical(ly)?"
+         r"|ophthalmic|sublingual|transdermal|rectal(ly)?|vaginal(ly)?|joint injection)\b", RouteClass.OTHER),
         (r"\b(im|i\.m\.|intramuscular(ly)?|intra-muscular(ly)?)\b", RouteClass.IM),
         (r"\b(sc|sq|s\.c\.|subq|sub-q|sub\s*cut|subcut(aneous(ly)?)?|hypodermic)\b", RouteClass.SC),
         (r"\b(iv|i\.v\.|intravenous(ly)?)\b", RouteClass.IV_PUSH),
@@ -91,9 +103,10 @@ PATIENT_SUPPLIED_TEXT = re.compile(
 
 
 class Terms(msgspec.Struct, frozen=True):
-    """The configuration facts read: the drug catalog, payer profiles, code tables and facility lists."""
+    """The configuration facts read: the drugs (catalog and CMS's files), payer profiles, code tables and
+    facility lists."""
 
-    catalog: DrugCatalog
+    formulary: Formulary
     payers: PayerProfiles
     policy: BillingPolicy
     facility_classes: frozenset[str]
@@ -120,11 +133,11 @@ def build(
     diagnoses = encounter_diagnoses(resources, encounter_ref)
     kept = [ma for ma in resources.administrations if ma.status != "entered-in-error"]  # RULES: ignored
     mine = {id(ma) for ma in kept if belongs(ma, encounter_ref, local_date(effective(ma), tz), dos)}
-    current = tuple(administration(ma, resources, terms.catalog, tz, diagnoses) for ma in kept if id(ma) in mine)
-    history = tuple(earlier_dose(ma, resources, terms.catalog, tz) for ma in kept if id(ma) not in mine)
+    current = tuple(administration(ma, resources, terms.formulary, tz, diagnoses) for ma in kept if id(ma) in mine)
+    history = tuple(earlier_dose(ma, resources, terms.formulary, tz) for ma in kept if id(ma) not in mine)
     if hook_kind == "order-sign":
         order_dos = dos or dt.date.today()
-        current = tuple(order(mr, resources, terms.catalog, order_dos, tz, diagnoses) for mr in resources.orders)
+        current = tuple(order(mr, resources, terms.formulary, order_dos, tz, diagnoses) for mr in resources.orders)
     return Visit(
         hook_kind=hook_kind,
         patient_ref=f"Patient/{patient_id}",
@@ -133,7 +146,7 @@ def build(
         date_of_service=dos,
         injections=current,
         history=history,
-        charges=tuple(charge_lines(resources.charges, tz)),
+        charges=tuple(charge_lines(resources.charges, tz, terms.formulary, dos)),
         invalid=tuple(resources.invalid),
         payer=payer(resources, terms.payers),
         policy=terms.policy,
@@ -185,6 +198,8 @@ def short_system(system: str | None) -> str | None:
         return "cvx"
     if system in HCPCS_SYSTEMS:
         return "hcpcs"
+    if system in CPT_SYSTEMS:
+        return "cpt"
     return None
 
 
@@ -203,31 +218,22 @@ def medication_of(resource: Any, resources: Resources) -> tuple[Any, Any]:
     return med.code, med
 
 
-class Identified(msgspec.Struct, frozen=True):
-    product: Product | None
-    coded: bool  # a drug coding (RxNorm, NDC, CVX, HCPCS) is present, known to the catalog or not
-    text: str | None
-    ndc: str | None
-
-
-def identify(concept: Any, med: Any, catalog: DrugCatalog) -> Identified:
-    """Find the catalog product: by RxNorm, NDC, CVX or HCPCS coding, else by name in the text."""
+def drug_of(resource: Any, resources: Resources, formulary: Formulary, *, day: dt.date | None,
+            route: RouteClass, dose: Any) -> DrugFacts:
+    """The drug an admin or order names, and its dose in billing units, on a date of service."""
+    concept, med = medication_of(resource, resources)
     text = concept if isinstance(concept, str) else getattr(concept, "text", None)
-    coded = [(short_system(c.system), c.code.strip()) for c in codings(concept) if c.code and short_system(c.system)]
-    ndc = next((code for system, code in coded if system == "ndc"), None)
-    text = text or next((c.display for c in codings(concept) if c.display), None)
-    for system, code in sorted(coded, key=lambda sc: sc[0] != "ndc"):  # an NDC also tells the container
-        product = catalog.product(system or "", code)
-        if product is not None:
-            return Identified(product, True, text, ndc)
+    coded = [(system, c.code.strip()) for c in codings(concept)
+             if c.code and c.code.strip() and (system := short_system(c.system))]
     names = [text] if text else []
+    names += [c.display for c in codings(concept) if c.display]
     if med is not None:
-        names += [getattr(i.itemCodeableConcept, "text", None) for i in med.ingredient or []]
-    for name in filter(None, names):
-        product = catalog.by_name(name)
-        if product is not None:
-            return Identified(product, bool(coded), text or name, ndc)
-    return Identified(None, bool(coded), text, ndc)
+        names += [getattr(i.itemCodeableConcept, "text", None) or "" for i in med.ingredient or []]
+    quantity = None
+    if dose is not None and dose.value is not None:
+        quantity = Quantity(Decimal(dose.value), (dose.code or dose.unit or "").strip())
+    return formulary.facts(coded, [n for n in names if n], day=day, route=route, dose=quantity,
+                           strength=strength_per_ml(med))
 
 
 def route_of(route: Any, texts: Iterable[str | None]) -> tuple[RouteClass, bool]:
@@ -245,23 +251,6 @@ def route_of(route: Any, texts: Iterable[str | None]) -> tuple[RouteClass, bool]
     return RouteClass.UNKNOWN, False
 
 
-def to_billing_unit(dose: Any, product: Product | None, med: Any) -> Decimal | None:
-    """Express a dose Quantity in the drug's billing unit (ug, mg, units, or mL x concentration)."""
-    if product is None or dose is None or dose.value is None:
-        return None
-    unit = (dose.code or dose.unit or "").strip().lower()
-    value = Decimal(dose.value)
-    target = product.drug.billing_unit.unit
-    if unit in VOLUME_UNITS and target.lower() not in VOLUME_UNITS:
-        per_ml = product.per_ml or strength_per_ml(med)
-        if per_ml is None:
-            return None
-        value, unit = value * per_ml.value, per_ml.unit.lower()
-    if unit not in MASS_IN_UG and unit not in VOLUME_UNITS and unit not in ACTIVITY_UNITS:
-        return None
-    return convert(value, unit, target)
-
-
 def strength_per_ml(med: Any) -> Quantity | None:
     """Concentration from a Medication's single ingredient strength, as amount per mL."""
     if med is None or len(med.ingredient or []) != 1 or med.ingredient[0].strength is None:
@@ -277,33 +266,32 @@ def strength_per_ml(med: Any) -> Quantity | None:
 # --- the facts --------------------------------------------------------------------------------
 
 def administration(
-    ma: Any, resources: Resources, catalog: DrugCatalog, tz: dt.tzinfo | None, visit_dx: tuple[str, ...]
+    ma: Any, resources: Resources, formulary: Formulary, tz: dt.tzinfo | None, visit_dx: tuple[str, ...]
 ) -> Injection:
     """This visit's administration: everything billing and documentation rules read."""
-    concept, med = medication_of(ma, resources)
-    found = identify(concept, med, catalog)
     dosage = ma.dosage
     route, route_coded = route_of(dosage.route if dosage else None, [dosage.text if dosage else None])
-    if route is RouteClass.IV_PUSH and is_infusion(ma):
-        route = RouteClass.IV_INFUSION
+    if route in (RouteClass.IV_PUSH, RouteClass.IV_INFUSION):
+        route = iv_route(ma, route)
     dose = dosage.dose if dosage else None
+    found = drug_of(ma, resources, formulary, day=local_date(effective(ma), tz), route=route, dose=dose)
     notes = [n.text for n in ma.note or []] + [dosage.text if dosage else None]
     return given(
         ma, found, tz,
-        **dosing(found, med, route, route_coded, dose),
+        **dosing(found, route, route_coded, dose),
         performer=bool(ma.performer),
         patient_supplied=patient_supplied(ma, notes),
         diagnoses=reason_codes(ma, resources) or visit_dx,
     )
 
 
-def earlier_dose(ma: Any, resources: Resources, catalog: DrugCatalog, tz: dt.tzinfo | None) -> Injection:
+def earlier_dose(ma: Any, resources: Resources, formulary: Formulary, tz: dt.tzinfo | None) -> Injection:
     """Another encounter's administration: what the frequency rule reads (drug, status and when)."""
-    concept, med = medication_of(ma, resources)
-    return given(ma, identify(concept, med, catalog), tz)
+    found = drug_of(ma, resources, formulary, day=local_date(effective(ma), tz), route=RouteClass.UNKNOWN, dose=None)
+    return given(ma, found, tz)
 
 
-def given(ma: Any, found: Identified, tz: dt.tzinfo | None, **more: Any) -> Injection:
+def given(ma: Any, found: DrugFacts, tz: dt.tzinfo | None, **more: Any) -> Injection:
     """An administration's drug, status and time: what every administration's Injection carries (and more)."""
     when = effective(ma)
     at = local_time(when, tz)
@@ -311,9 +299,11 @@ def given(ma: Any, found: Identified, tz: dt.tzinfo | None, **more: Any) -> Inje
         ref=f"MedicationAdministration/{ma.id}",
         kind="administration",
         status=ma.status,
-        drug=found.product.drug if found.product else None,
+        drug=found.drug,
         drug_coded=found.coded,
         drug_text=found.text,
+        drug_candidates=found.candidates,
+        vaccine=found.vaccine,
         at=at,
         timed=isinstance(when, dt.datetime),
         date_of_service=at.date() if at is not None else local_date(when, tz),  # local_date, once converted
@@ -327,11 +317,9 @@ def effective(ma: Any) -> Any:
 
 
 def order(
-    mr: Any, resources: Resources, catalog: DrugCatalog, dos: dt.date, tz: dt.tzinfo | None,
+    mr: Any, resources: Resources, formulary: Formulary, dos: dt.date, tz: dt.tzinfo | None,
     visit_dx: tuple[str, ...],
 ) -> Injection:
-    concept, med = medication_of(mr, resources)
-    found = identify(concept, med, catalog)
     instruction = (mr.dosageInstruction or [None])[0]
     route, route_coded = route_of(
         instruction.route if instruction else None, [instruction.text if instruction else None]
@@ -339,15 +327,18 @@ def order(
     dose = None
     for dose_rate in (instruction.doseAndRate or []) if instruction else []:
         dose = dose_rate.doseQuantity or dose
+    found = drug_of(mr, resources, formulary, day=dos, route=route, dose=dose)
     notes = [n.text for n in mr.note or []] + [instruction.text if instruction else None]
     return Injection(
         ref=f"MedicationRequest/{mr.id}",
         kind="order",
         status=mr.status,
-        drug=found.product.drug if found.product else None,
+        drug=found.drug,
         drug_coded=found.coded,
         drug_text=found.text,
-        **dosing(found, med, route, route_coded, dose),
+        drug_candidates=found.candidates,
+        vaccine=found.vaccine,
+        **dosing(found, route, route_coded, dose),
         timed=True,  # an order has no administration time yet
         date_of_service=dos,
         performer=True,
@@ -356,22 +347,16 @@ def order(
     )
 
 
-def dosing(found: Identified, med: Any, route: RouteClass, route_coded: bool, dose: Any) -> dict[str, Any]:
+def dosing(found: DrugFacts, route: RouteClass, route_coded: bool, dose: Any) -> dict[str, Any]:
     """What an administration and an order both say of the product, route and dose, as Injection fields."""
     return {
         "ndc": found.ndc,
-        "container": container_of(found.product),
+        "container": found.container,
         "route": route,
         "route_coded": route_coded,
-        "dose": to_billing_unit(dose, found.product, med),
+        "dose": found.dose,
         "dose_documented": dose is not None and dose.value is not None,
     }
-
-
-def container_of(product: Product | None) -> Literal["single-dose", "multi-dose"] | None:
-    if product is None or product.container not in ("single-dose", "multi-dose"):
-        return None
-    return "single-dose" if product.container == "single-dose" else "multi-dose"
 
 
 def patient_supplied(resource: Any, texts: Iterable[str | None]) -> bool:
@@ -400,15 +385,18 @@ def payer(resources: Resources, profiles: PayerProfiles) -> PayerProfile | None:
     return profiles.select(codes, names)
 
 
-def is_infusion(ma: Any) -> bool:
-    """An IV admin with a rate, or lasting over 15 minutes, is an infusion (CPT: 15 min or less is a push)."""
-    dosage = ma.dosage
-    if dosage is not None and (dosage.rateQuantity is not None or dosage.rateRatio is not None):
-        return True
+def iv_route(ma: Any, route: RouteClass) -> RouteClass:
+    """An IV admin lasting over 15 minutes is an infusion, one of 15 minutes or less a push (CPT, BILLING-FACTS);
+    with no times, a rate makes it an infusion, and otherwise the charted route stands."""
     period = ma.effectivePeriod
     if period is not None and isinstance(period.start, dt.datetime) and isinstance(period.end, dt.datetime):
-        return (period.end - period.start) > dt.timedelta(minutes=15)
-    return False
+        if (period.start.tzinfo is None) == (period.end.tzinfo is None):
+            long = (period.end - period.start) > dt.timedelta(minutes=15)
+            return RouteClass.IV_INFUSION if long else RouteClass.IV_PUSH
+    dosage = ma.dosage
+    if dosage is not None and (dosage.rateQuantity is not None or dosage.rateRatio is not None):
+        return RouteClass.IV_INFUSION
+    return route
 
 
 def belongs(ma: Any, encounter_ref: str | None, admin_dos: dt.date | None, dos: dt.date | None) -> bool:
@@ -478,8 +466,11 @@ def place_of_service(enc: Any) -> Iterator[str]:
                     yield coding.code.strip()
 
 
-def charge_lines(charges: Iterable[Any], tz: dt.tzinfo | None) -> Iterator[ChargeLine]:
-    """The charges already captured for the encounter, as billing lines."""
+def charge_lines(
+    charges: Iterable[Any], tz: dt.tzinfo | None, formulary: Formulary, dos: dt.date | None
+) -> Iterator[ChargeLine]:
+    """The charges already captured for the encounter, as billing lines; a drug line's code is checked
+    against CMS's files for the quarter of its date of service."""
     for item in charges:
         if item.status in NON_BILLABLE_CHARGE:
             continue
@@ -487,6 +478,8 @@ def charge_lines(charges: Iterable[Any], tz: dt.tzinfo | None) -> Iterator[Charg
         if code is None:
             continue
         when = item.occurrenceDateTime or (item.occurrencePeriod.start if item.occurrencePeriod else None)
+        day = local_date(when, tz)
+        drug, stale, current = formulary.captured(code[1], day or dos)
         yield ChargeLine(
             code=code[1],
             system=code[0],
@@ -496,9 +489,12 @@ def charge_lines(charges: Iterable[Any], tz: dt.tzinfo | None) -> Iterator[Charg
                 for ext in item.extension or []
                 if (ext.url or "").endswith("/procedure-modifier") and ext.valueCoding and ext.valueCoding.code
             ),
-            date_of_service=local_date(when, tz),
+            date_of_service=day,
             id=item.id,
             service=tuple(filter(None, (ref_key(s.reference) for s in item.service or []))),
+            drug=drug,
+            stale=stale,
+            current=current,
         )
 
 

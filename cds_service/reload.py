@@ -1,7 +1,8 @@
 """Configuration reload: a changed file is re-read and checked; an invalid one keeps the old settings.
 
-Each process watches the file it was started from (checked at most every RELOAD_CHECK_SECONDS, on
-the next request). Under gunicorn, SIGHUP to the master restarts the workers with the last good
+Each process watches the file it was started from, and the stored CMS Part B quarters (a quarter that
+`cds-service catalog import` adds is loaded the same way), checked at most every RELOAD_CHECK_SECONDS, on
+the next request. Under gunicorn, SIGHUP to the master restarts the workers with the last good
 settings (see server.py). Settings that shape the process itself (server, cors, store) need a restart.
 """
 
@@ -17,9 +18,10 @@ from pathlib import Path
 from flask import Flask
 
 from cds_service import config as configuration
-from cds_service import runtime
+from cds_service import partb, runtime
 from cds_service.cards import CardTemplate
 from cds_service.errors import ConfigError
+from cds_service.partb import stored
 
 log = logging.getLogger("cds_service.reload")
 RELOAD_CHECK_SECONDS = 2.0
@@ -40,7 +42,7 @@ class ConfigWatcher:
         self.app = app
         self.templates = templates
         self.path = app.extensions["cds"].settings.source
-        self.seen = mtime(self.path)
+        self.seen = self.state()
         self.checked = time.monotonic()
         self.lock = threading.Lock()
 
@@ -50,12 +52,17 @@ class ConfigWatcher:
             return
         try:
             self.checked = now
-            current = mtime(self.path)
-            if current is not None and current != self.seen:
+            current = self.state()
+            if current[0] is not None and current != self.seen:
                 self.seen = current
                 self.reload()
         finally:
             self.lock.release()
+
+    def state(self) -> tuple[float | None, tuple[tuple[str, int, int], ...]]:
+        """The configuration file's mtime, and the names, sizes and mtimes of the stored quarters."""
+        quarters_dir = self.app.extensions["cds"].settings.quarters_dir
+        return mtime(self.path), stored.signature(partb.directories(quarters_dir))
 
     def reload(self) -> bool:
         """Re-read the file; swap in the new settings if they are valid, else keep the old and say why."""
@@ -68,7 +75,8 @@ class ConfigWatcher:
             return False
         ignored = [k for k in RESTART_ONLY if settings.raw.get(k) != old.settings.raw.get(k)]
         self.app.extensions["cds"] = new
-        log.info(json.dumps({"event": "config-reloaded", "file": self.path, "needs_restart": ignored}))
+        log.info(json.dumps({"event": "config-reloaded", "file": self.path, "needs_restart": ignored,
+                             "cms_quarters": list(settings.partb.ids)}))
         return True
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from cds_service import protocol, rules
 from cds_service.cards import CardRenderer, CardTemplate
 from cds_service.config import Settings
+from cds_service.drugs import Formulary
 from cds_service.errors import ConfigError
 from cds_service.facts import Terms
 from cds_service.fhir import parse
@@ -95,7 +96,7 @@ def renderer_of(settings: Settings, templates: Mapping[str, CardTemplate]) -> Ca
 def terms_of(settings: Settings) -> Terms:
     """What facts read from configuration, built once per app."""
     return Terms(
-        catalog=settings.catalog,
+        formulary=Formulary(settings.catalog, settings.partb, settings.code_classes, settings.policy.noc_codes),
         payers=settings.payers,
         policy=settings.policy,
         facility_classes=settings.facility_encounter_classes,

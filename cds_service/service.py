@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Literal
 
 from cds_service import facts, rules
-from cds_service.cards import CardRenderer
+from cds_service.cards import CardRenderer, payment_at_risk
 from cds_service.config import Settings
 from cds_service.fhir import parse, prefetch
 from cds_service.fhir.prefetch import Client, ClientFactory
@@ -20,6 +21,8 @@ from cds_service.store import FeedbackStore
 class Outcome:
     response: dict[str, Any]
     findings: tuple[Finding, ...]
+    # Per finding, Medicare Part B's payment limit for the drug line it is about (None: no priced drug line).
+    at_risk: tuple[Decimal | None, ...] = ()
 
 
 def handle_hook(
@@ -90,7 +93,7 @@ def evaluate(
     cards = renderer.render(
         findings, visit, hook_instance, resources.charge_json, max_cards=options.get("max-cards")
     )
-    return Outcome({"cards": cards}, findings)
+    return Outcome({"cards": cards}, findings, tuple(payment_at_risk(f, visit) for f in findings))
 
 
 def enabled_rules(settings: Settings, options: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:

@@ -25,13 +25,13 @@ RULE_IDS = frozenset({
     "frequency-exceeded", "performer-missing", "status-not-completed", "patient-supplied-drug",
     "noc-drug-code", "compounded-drug", "self-administered-drug", "same-day-em-modifier-25",
     "em-99211-bundled", "facility-setting", "charge-code-mismatch", "charge-units-mismatch",
-    "charge-unsupported", "invalid-resource",
+    "charge-unsupported", "invalid-resource", "drug-unknown", "code-not-current",
 })
 DOC_GAP_WARNINGS = frozenset({
     "route-missing", "route-uncoded", "route-contrary-to-label", "dose-missing", "dose-above-label",
     "drug-uncoded", "admin-time-missing", "dos-mismatch", "diagnosis-missing", "diagnosis-not-covered",
     "frequency-exceeded", "performer-missing", "status-not-completed", "noc-drug-code",
-    "compounded-drug", "self-administered-drug",
+    "compounded-drug", "self-administered-drug", "drug-unknown",
 })
 
 

@@ -105,8 +105,8 @@ def audit_encounter(
     date = local_date(enc) or ""
     return [
         row_of(card, finding, encounter_id=enc["id"], patient_id=chart.patient_id, encounter_date=date,
-               drug_codes=engine.settings.policy.drug_codes, groups=engine.groups)
-        for card, finding in zip(outcome.response["cards"], outcome.findings, strict=True)
+               drug_codes=engine.terms.formulary.drug_codes, groups=engine.groups, at_risk=at_risk)
+        for card, finding, at_risk in zip(outcome.response["cards"], outcome.findings, outcome.at_risk, strict=True)
     ]
 
 

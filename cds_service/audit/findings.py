@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 from cds_service.rules.model import Finding
 
 COLUMNS = (
     "encounter_id", "patient_id", "admin_id", "date", "month", "rule_id", "group", "indicator", "action",
-    "codes", "drug_code", "units", "card_uuid", "summary",
+    "codes", "drug_code", "units", "card_uuid", "summary", "part_b_limit",
 )
 ACTION_ORDER = ("create", "update", "delete")
 ADMIN_PREFIX = "MedicationAdministration/"
@@ -26,8 +27,10 @@ def row_of(
     encounter_date: str,
     drug_codes: Collection[str],
     groups: Mapping[str, str],
+    at_risk: Decimal | None = None,
 ) -> dict[str, Any]:
-    """The row of one card; `finding` is the one the card was rendered from."""
+    """The row of one card; `finding` is the one the card was rendered from, `at_risk` Medicare Part B's
+    payment limit for the drug line it is about (part_b_limit: dollars and cents, empty for none)."""
     actions = first_actions(card)
     charges = [a for a in actions if a.get("type") in ("create", "update") and is_charge(a.get("resource"))]
     codes = [code_of(a["resource"]) for a in charges]
@@ -49,6 +52,7 @@ def row_of(
         "units": units_of(drug) if drug is not None else "",
         "card_uuid": card.get("uuid", ""),
         "summary": card.get("summary", ""),
+        "part_b_limit": f"{at_risk:.2f}" if at_risk is not None else "",
         MISSED_UNITS: missed_units(charges, drug_codes),
     }
 

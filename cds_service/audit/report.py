@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,7 @@ def view(summary: Mapping[str, Any]) -> dict[str, Any]:
         ],
         "rules": rules,
         "rule_total": sum(r["count"] for r in rules),
+        "part_b_total": part_b_total(summary),
         "rule_chart": hchart("Findings per rule", [
             (r["rule"], r["count"], f"bar-{r['indicator']}", f"{r['rule']}: {r['count']:,} findings ({r['indicator']})")
             for r in rules
@@ -148,9 +150,28 @@ def rule_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     total = sum(count for count, _, _ in rows)
     return [
         {"rule": rule, "group": str(r.get("group", "")), "indicator": str(r.get("indicator", "info")), "count": count,
-         "share": f"{count / total:.1%}" if total else "–"}
+         "share": f"{count / total:.1%}" if total else "–", "part_b_limit": money(r.get("part_b_limit"))}
         for count, rule, r in sorted(rows, key=lambda row: (-row[0], row[1]))
     ]
+
+
+def money(value: Any) -> str:
+    """Dollars and cents from summary.json's decimal text; a dash for none."""
+    try:
+        amount = Decimal(str(value)) if value not in (None, "") else None
+    except ArithmeticError:
+        return "–"
+    return f"${amount:,.2f}" if amount else "–"
+
+
+def part_b_total(summary: Mapping[str, Any]) -> str:
+    total = Decimal(0)
+    for r in (summary.get("by_rule") or {}).values():
+        try:
+            total += Decimal(str(r.get("part_b_limit") or 0))
+        except ArithmeticError:
+            continue
+    return money(total)
 
 
 def month_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:

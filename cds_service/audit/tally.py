@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from cds_service.audit.findings import MISSED_UNITS
@@ -31,6 +32,7 @@ class Tally:
     rule_info: dict[str, tuple[str, str]] = field(default_factory=dict)  # rule id -> (group, indicator)
     by_month: dict[str, Counter[str]] = field(default_factory=dict)
     units_missed: Counter[str] = field(default_factory=Counter)
+    at_risk: dict[str, Decimal] = field(default_factory=dict)  # rule id -> Medicare Part B limit of its drug lines
     top: list[tuple[int, str, str, tuple[str, ...]]] = field(default_factory=list)  # (-findings, enc, patient, rules)
     skipped: int = 0
     first_skips: list[Skip] = field(default_factory=list)
@@ -44,6 +46,9 @@ class Tally:
             if row["month"]:
                 self.by_month.setdefault(row["month"], Counter())[kind_of(row["action"])] += 1
             self.units_missed.update(row.get(MISSED_UNITS) or {})
+            if row.get("part_b_limit"):
+                rule_id = row["rule_id"]
+                self.at_risk[rule_id] = self.at_risk.get(rule_id, Decimal(0)) + Decimal(row["part_b_limit"])
 
     def add_flagged(self, patient_id: str, flagged: Iterable[tuple[str, int, tuple[str, ...]]]) -> None:
         """Keep the encounters with the most findings, ties by id."""
@@ -70,7 +75,8 @@ class Tally:
             "administrations": self.administrations,
             "findings": self.findings,
             "by_rule": {
-                rule_id: {"count": count, "group": self.rule_info[rule_id][0], "indicator": self.rule_info[rule_id][1]}
+                rule_id: {"count": count, "group": self.rule_info[rule_id][0], "indicator": self.rule_info[rule_id][1],
+                          "part_b_limit": str(self.at_risk.get(rule_id, Decimal("0.00")))}
                 for rule_id, count in sorted(self.by_rule.items(), key=lambda kv: (-kv[1], kv[0]))
             },
             "by_month": {

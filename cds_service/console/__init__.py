@@ -38,6 +38,7 @@ from werkzeug.exceptions import NotFound
 from cds_service import analytics
 from cds_service.console import evaluate, present
 from cds_service.errors import InvalidHookRequest
+from cds_service.partb import report
 from cds_service.runtime import Runtime
 
 bp = Blueprint(
@@ -247,6 +248,23 @@ def configuration() -> str:
     return render_template(
         "console/config.html", view=present.config_view(rt), pasted=pasted, problems=problems, diffs=diffs,
         posted=request.method == "POST",
+    )
+
+
+# ---------------------------------------------------------------- CMS Part B drug files
+
+
+@bp.get("/catalog")
+def catalog() -> str:
+    """The CMS quarters loaded, and a drug looked up by NDC, code or name, quarter by quarter."""
+    rt = runtime()
+    query = str(request.args.get("q", ""))[:200].strip()
+    read_as, rows = report.lookup(rt.settings.partb, query) if query else ("", [])
+    return render_template(
+        "console/catalog.html", query=query, read_as=read_as, rows=present.catalog_rows(rows),
+        quarters=present.quarter_rows(rt.settings.partb),
+        disagreements=list(report.disagreements(rt.settings.catalog, rt.settings.partb)),
+        quarters_dir=str(rt.settings.quarters_dir),
     )
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 
 from cds_service.analytics import RuleStats
 from cds_service.cards import CODE_SYSTEMS
+from cds_service.partb import PartB, quarter_label, report
 from cds_service.runtime import Runtime
 
 if TYPE_CHECKING:
@@ -202,8 +203,8 @@ def config_view(rt: Runtime) -> ConfigView:
         for name, profile in raw["payers"]["profiles"].items()
     ]
     drugs = [
-        {"key": key, "display": d.get("display", ""), "hcpcs": d.get("hcpcs", ""),
-         "billing_unit": text(d.get("billing_unit")), "routes": text(d.get("allowed_routes")),
+        {"key": key, "display": d.get("display", ""), "hcpcs": text(d.get("hcpcs")),
+         "billing_unit": text(d.get("billing_unit", "CMS's")), "routes": text(d.get("allowed_routes")),
          "class": d.get("class", ""), "max_dose": text(d.get("max_dose")), "names": text(d.get("names")),
          "codes": text([f"{c.get('system')} {c.get('code')}" for c in d.get("codes", [])])}
         for key, d in raw["drugs"].items()
@@ -269,3 +270,24 @@ def chart(stats: Sequence[RuleStats]) -> Chart:
     ]
     ticks = [(label_width + bar_area * f, f"{f:.0%}") for f in (0, 0.25, 0.5, 0.75, 1)]
     return Chart(label_width + bar_area + 60, top + max(len(bars), 1) * row + 10, label_width, bar_area, bars, ticks)
+
+
+def quarter_rows(partb: PartB) -> list[dict[str, str]]:
+    """The loaded CMS quarters, newest first."""
+    return [
+        {"id": q.id, "label": quarter_label(q.id), "dates": f"{q.start} to {q.end}", "codes": str(len(q.codes)),
+         "ndcs": str(q.ndc_count) if q.has_crosswalk else "no crosswalk",
+         "limits": "yes" if q.has_limits else "no",
+         "files": ", ".join(source.split(":")[1] for source in q.sources)}
+        for q in reversed(partb.quarters)
+    ]
+
+
+def catalog_rows(rows: list[report.Row]) -> list[dict[str, str]]:
+    """A lookup's rows, newest quarter first, with the money as dollars."""
+    return [
+        {"quarter": quarter_label(r.quarter), "code": r.code, "description": r.description,
+         "billing_unit": r.billing_unit, "limit": f"${r.limit:,.3f}" if r.limit is not None else "\u2014",
+         "ndc": r.ndc or "", "package": r.package or "", "names": ", ".join(r.names[:6])}
+        for r in sorted(rows, key=lambda r: (r.quarter, r.code), reverse=True)
+    ]

@@ -28,6 +28,7 @@ INJECTION_RULES: dict[str, InjectionRule] = {
     "dose-missing": documentation.dose_missing,
     "dose-above-label": documentation.dose_above_label,
     "drug-uncoded": documentation.drug_uncoded,
+    "drug-unknown": documentation.drug_unknown,
     "admin-time-missing": documentation.admin_time_missing,
     "dos-mismatch": documentation.dos_mismatch,
     "performer-missing": documentation.performer_missing,
@@ -40,6 +41,7 @@ INJECTION_RULES: dict[str, InjectionRule] = {
     "frequency-exceeded": coverage.frequency_exceeded,
     "charge-code-mismatch": charges.charge_code_mismatch,
     "charge-units-mismatch": charges.charge_units_mismatch,
+    "code-not-current": charges.code_not_current,
 }
 
 # Rules about the visit as a whole: fn(visit, **params).
@@ -60,12 +62,12 @@ GROUPS: dict[str, frozenset[str]] = {
     "documentation": frozenset({
         "route-missing", "route-uncoded", "route-contrary-to-label", "dose-missing", "dose-above-label",
         "drug-uncoded", "admin-time-missing", "dos-mismatch", "performer-missing", "status-not-completed",
-        "patient-supplied-drug", "noc-drug-code", "compounded-drug", "self-administered-drug",
+        "patient-supplied-drug", "noc-drug-code", "compounded-drug", "self-administered-drug", "drug-unknown",
     }),
     "coverage": frozenset({"diagnosis-missing", "diagnosis-not-covered", "frequency-exceeded"}),
     "charges": frozenset({
         "same-day-em-modifier-25", "em-99211-bundled", "facility-setting", "charge-code-mismatch",
-        "charge-units-mismatch", "charge-unsupported",
+        "charge-units-mismatch", "charge-unsupported", "code-not-current",
     }),
     "data-quality": frozenset({"invalid-resource"}),
 }

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 
 from msgspec.structs import replace
 
-from cds_service.rules.model import ADMIN_96372, ChargeLine, Finding, Injection, PlannedLines, Visit
+from cds_service.rules.model import ADMIN_96372, ChargeLine, Finding, Injection, PlannedLines, RouteClass, Visit
 from cds_service.rules.plan import waste_modifier_applies
 
 WASTE_MODIFIERS = frozenset({"JZ", "JW"})
@@ -24,13 +24,16 @@ def admin_96372(inj: Injection, visit: Visit) -> Iterator[Finding]:
 
 
 def admin_code_alternative(inj: Injection, visit: Visit) -> Iterator[Finding]:
-    """Suggest the right administration code when 96372 does not apply (CPT 96365-96402, 90471, G0008)."""
+    """Suggest the right administration code when 96372 does not apply (CPT 96365-96402, 90471, G0008); for
+    another documented route (intra-articular, intradermal...), the drug line, the procedure being coded apart."""
     lines = visit.plan.get(inj.ref, PlannedLines())
-    if lines.admin is None or lines.admin.code == ADMIN_96372:
+    if lines.admin is not None and lines.admin.code == ADMIN_96372:
+        return
+    if lines.admin is None and (lines.drug is None or inj.route is not RouteClass.OTHER):
         return
     missing = uncaptured(lines, inj, visit)
     if missing:
-        yield Finding(creates=missing, detail={"code": lines.admin.code})
+        yield Finding(creates=missing, detail={"code": lines.admin.code if lines.admin else None})
 
 
 def uncaptured(lines: PlannedLines, inj: Injection, visit: Visit) -> tuple[ChargeLine, ...]:
@@ -41,13 +44,18 @@ def uncaptured(lines: PlannedLines, inj: Injection, visit: Visit) -> tuple[Charg
         c.code in admin_codes and c.rests_on(inj) for c in visit.charges
     ):
         out.append(lines.admin)
-    if lines.drug is not None and not captured(lines.drug.code, inj, visit.charges):
+    if lines.drug is not None and not captured(lines.drug.code, inj, visit.charges) and not stale_line(inj, visit):
         out.append(lines.drug)
     return tuple(out)
 
 
 def captured(code: str, inj: Injection, charges: Iterable[ChargeLine]) -> ChargeLine | None:
     return next((c for c in charges if c.code == code and c.rests_on(inj)), None)
+
+
+def stale_line(inj: Injection, visit: Visit) -> ChargeLine | None:
+    """A captured drug line of this admin under a code CMS dropped: code-not-current replaces it."""
+    return next((c for c in visit.charges if c.stale and c.rests_on(inj)), None)
 
 
 def multiple_injections(visit: Visit) -> Iterator[Finding]:

@@ -83,12 +83,35 @@ def charge_units_mismatch(inj: Injection, visit: Visit) -> Iterator[Finding]:
 
 def charge_unsupported(visit: Visit) -> Iterator[Finding]:
     """A 96372, administration or drug line with no completed administration behind it: delete it."""
-    codes = visit.policy.administration_codes | visit.policy.drug_codes
+    codes = visit.policy.administration_codes
     given = [inj for inj in visit.injections if inj.completed]
     for charge in visit.charges:
-        if charge.code not in codes or not charge.id:
+        if not (charge.code in codes or charge.drug) or not charge.id:
             continue
-        behind = [inj for inj in given if charge.rests_on(inj)
-                  and (charge.code not in visit.policy.drug_codes or (inj.drug and inj.drug.hcpcs == charge.code))]
+        behind = [inj for inj in given if charge.rests_on(inj) and (not charge.drug or gives(inj, charge))]
         if not behind:
             yield Finding(deletes=(charge.id,), detail={"code": charge.code, "service": list(charge.service)})
+
+
+def gives(inj: Injection, charge: ChargeLine) -> bool:
+    """The admin gives the drug of a drug line: its code, or (a dropped code) one in force in its place."""
+    if charge.stale:
+        return True
+    return inj.drug is not None and (inj.drug.hcpcs == charge.code or inj.drug.hcpcs in charge.current)
+
+
+def code_not_current(inj: Injection, visit: Visit) -> Iterator[Finding]:
+    """A captured drug line under a code CMS's Part B files dropped before its date of service (J1030 on a 2025
+    date): the code in force for the drug on that date, with its units from the documented dose."""
+    if not inj.completed or visit.setting is Setting.FACILITY:
+        return
+    wanted = visit.plan.get(inj.ref, PlannedLines()).drug
+    for charge in linked_charges(inj, visit, frozenset(c.code for c in visit.charges if c.stale)):
+        detail = {"captured": charge.code, "code": wanted.code if wanted else None,
+                  "units": wanted.units if wanted else None, "successors": list(charge.current)}
+        if wanted is not None and wanted.code != charge.code:
+            fixed = replace(charge, code=wanted.code, system=wanted.system, units=wanted.units,
+                            service=charge.service or (inj.ref,))
+            yield Finding(updates=(fixed,), detail=detail)
+        else:
+            yield Finding(detail=detail)

@@ -23,7 +23,7 @@ def diagnosis_not_covered(inj: Injection, visit: Visit) -> Iterator[Finding]:
     """Diagnoses exist, but none is on the payer profile's covered list for this drug."""
     if not inj.completed or not inj.diagnoses or inj.drug is None or visit.payer is None:
         return
-    covered = visit.payer.covered_diagnoses.get(inj.drug.key)
+    covered = visit.payer.covered(inj.drug)
     if covered is None:
         return
     if not any(icd10_key(dx).startswith(prefix) for dx in inj.diagnoses for prefix in covered):
@@ -34,13 +34,13 @@ def frequency_exceeded(inj: Injection, visit: Visit) -> Iterator[Finding]:
     """An earlier dose inside the minimum interval, outside a loading phase (BPM ch. 7 s40.1.2.4A)."""
     if not inj.completed or inj.drug is None or inj.date_of_service is None or visit.payer is None:
         return
-    limit = visit.payer.frequency.get(inj.drug.key)
+    limit = visit.payer.frequency_of(inj.drug)
     if limit is None:
         return
     earlier = sorted([
         other.date_of_service
         for other in (*visit.history, *visit.injections)
-        if other.ref != inj.ref and other.completed and other.drug == inj.drug
+        if other.ref != inj.ref and other.completed and other.drug is not None and other.drug.key == inj.drug.key
         and other.date_of_service is not None and other.date_of_service <= inj.date_of_service
         and (other.date_of_service < inj.date_of_service or earlier_same_day(other, inj))
     ])

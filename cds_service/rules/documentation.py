@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from cds_service.rules.model import DrugClass, Finding, Injection, RouteClass, Visit
+from cds_service.rules.model import DrugClass, Finding, Injection, PlannedLines, RouteClass, Visit
+from cds_service.rules.plan import plan
 
 NOT_COMPLETED = frozenset({"in-progress", "on-hold", "not-done", "stopped", "unknown"})
 
@@ -23,8 +24,8 @@ def route_uncoded(inj: Injection, visit: Visit) -> Iterator[Finding]:
 
 def route_contrary_to_label(inj: Injection, visit: Visit) -> Iterator[Finding]:
     """The documented route is not one the drug's label allows (cyanocobalamin: IM or deep SC only)."""
-    if not inj.completed or inj.drug is None or inj.route is RouteClass.UNKNOWN:
-        return
+    if not inj.completed or inj.drug is None or inj.route is RouteClass.UNKNOWN or not inj.drug.allowed_routes:
+        return  # no routes configured for the drug: CMS's files say nothing of its label
     if inj.route not in inj.drug.allowed_routes:
         yield Finding(detail={"route": inj.route.value, "allowed": sorted(r.value for r in inj.drug.allowed_routes)})
 
@@ -107,5 +108,16 @@ def compounded_drug(inj: Injection, visit: Visit) -> Iterator[Finding]:
 def self_administered_drug(inj: Injection, visit: Visit) -> Iterator[Finding]:
     """A drug on the payer's self-administered list: neither it nor its administration is paid (BPM 15 s50.2)."""
     if inj.completed and inj.drug is not None and visit.payer is not None:
-        if inj.drug.key in visit.payer.self_administered:
+        if visit.payer.self_administers(inj.drug):
             yield Finding(detail={"payer": visit.payer.display})
+
+
+def drug_unknown(inj: Injection, visit: Visit) -> Iterator[Finding]:
+    """Coded or named, but neither the catalog nor CMS's Part B files identify the drug: no drug line is
+    guessed (BILLING-FACTS "Where codes and units come from")."""
+    if not inj.completed or inj.drug is not None or inj.patient_supplied or inj.route is RouteClass.ORAL:
+        return
+    if inj.drug_coded or inj.drug_text:
+        admin = (visit.plan.get(inj.ref) or plan(visit).get(inj.ref, PlannedLines())).admin
+        yield Finding(detail={"text": inj.drug_text, "ndc": inj.ndc, "assumed": admin.code if admin else None,
+                              "candidates": list(inj.drug_candidates), "vaccine": inj.vaccine})

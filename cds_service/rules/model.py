@@ -67,7 +67,8 @@ class Quantity(Struct, frozen=True):
 
 
 class Drug(Struct, frozen=True):
-    """A catalog entry: how a drug is billed."""
+    """A drug as billed on one date of service: its code, billing unit and class, and what the configured
+    catalog adds (routes, usual maximum; `key` names it in payer profiles)."""
 
     key: str
     display: str
@@ -77,6 +78,9 @@ class Drug(Struct, frozen=True):
     drug_class: DrugClass = DrugClass.OTHER
     max_dose: Decimal | None = None  # in billing_unit.unit
     vaccine_kind: str | None = None  # influenza, pneumococcal, hepatitis-b: Medicare G0008/G0009/G0010
+    quarter: str | None = None  # the CMS quarter the code, billing unit and payment limit come from
+    quarter_fit: Literal["in", "after", "before", "gap"] = "in"  # where the date of service is against that quarter
+    payment_limit: Decimal | None = None  # Medicare Part B's payment limit per billing unit, that quarter
 
     @property
     def code_system(self) -> CodeSystem:
@@ -103,6 +107,16 @@ class PayerProfile(Struct, frozen=True):
     covered_diagnoses: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # drug key -> ICD-10 prefixes
     frequency: Mapping[str, Frequency] = field(default_factory=dict)  # drug key -> limits
 
+    # The lists name a drug by its catalog key or by its HCPCS code (a MAC's SAD list is by code).
+    def self_administers(self, drug: Drug) -> bool:
+        return drug.key in self.self_administered or drug.hcpcs in self.self_administered
+
+    def covered(self, drug: Drug) -> tuple[str, ...] | None:
+        return self.covered_diagnoses.get(drug.key) or self.covered_diagnoses.get(drug.hcpcs)
+
+    def frequency_of(self, drug: Drug) -> Frequency | None:
+        return self.frequency.get(drug.key) or self.frequency.get(drug.hcpcs)
+
 
 class BillingPolicy(Struct, frozen=True, dict=True):  # dict: room for its cached_property
     """Code tables from configuration that more than one rule needs."""
@@ -112,7 +126,6 @@ class BillingPolicy(Struct, frozen=True, dict=True):  # dict: room for its cache
     em_needing_25: frozenset[str] = frozenset()
     em_bundled: frozenset[str] = frozenset()
     noc_codes: frozenset[str] = frozenset()
-    drug_codes: frozenset[str] = frozenset()  # the catalog's drug billing codes
 
     @cached_property
     def administration_codes(self) -> frozenset[str]:
@@ -129,6 +142,9 @@ class ChargeLine(Struct, frozen=True):
     date_of_service: dt.date | None = None
     id: str | None = None
     service: tuple[str, ...] = ()
+    drug: bool = False  # a captured line whose code is a drug's (CMS's Part B files, the catalog, a NOC code)
+    stale: bool = False  # a drug code CMS dropped before the line's date of service (code-not-current)
+    current: tuple[str, ...] = ()  # a stale code's successors in force on that date, where CMS's files show them
 
     def rests_on(self, inj: Injection) -> bool:
         """A charge rests on an admin it references, or, referencing none, on an admin of its date."""
@@ -146,6 +162,8 @@ class Injection(Struct, frozen=True):
     drug: Drug | None = None
     drug_coded: bool = False  # an RxNorm, NDC, CVX or HCPCS coding is present
     drug_text: str | None = None
+    drug_candidates: tuple[str, ...] = ()  # codes a name left open (no drug chosen among them)
+    vaccine: bool = False  # coded as a vaccine (CVX, a vaccine CPT code), even one not identified
     ndc: str | None = None
     container: Literal["single-dose", "multi-dose"] | None = None
     route: RouteClass = RouteClass.UNKNOWN
@@ -165,6 +183,11 @@ class Injection(Struct, frozen=True):
         if self.kind == "order":
             return self.status in ("draft", "active")
         return self.status == "completed"
+
+    @property
+    def is_vaccine(self) -> bool:
+        """A vaccine: by its drug's class, or by its coding (CVX, a vaccine CPT code) when not identified."""
+        return self.drug.drug_class is DrugClass.VACCINE if self.drug is not None else self.vaccine
 
     @property
     def drug_units(self) -> int | None:

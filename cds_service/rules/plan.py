@@ -39,7 +39,7 @@ def billable(inj: Injection, visit: Visit) -> bool:
     """Completed, outside a facility, and not a drug the payer excludes as self-administered."""
     if not inj.completed or visit.setting is Setting.FACILITY:
         return False
-    return not (inj.drug is not None and visit.payer is not None and inj.drug.key in visit.payer.self_administered)
+    return not (inj.drug is not None and visit.payer is not None and visit.payer.self_administers(inj.drug))
 
 
 def plan(visit: Visit) -> dict[str, PlannedLines]:
@@ -57,7 +57,7 @@ def plan(visit: Visit) -> dict[str, PlannedLines]:
         codes = visit.policy.admin_codes
         code: str | None = None
         modifiers: tuple[str, ...] = ()
-        if inj.drug is not None and inj.drug.drug_class is DrugClass.VACCINE:
+        if inj.is_vaccine:
             code = vaccine_code(inj, visit, vaccines)
             if code not in visit.policy.medicare_vaccine_codes.values():  # G codes stand apart from 90471/2
                 vaccines += 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 
 from cds_service.openapi import document
+from cds_service.partb import report
 from cds_service.web.errors import operation_outcome
 
 bp = Blueprint("health", __name__)
@@ -12,9 +13,10 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz() -> Response:
-    if not current_app.extensions["cds"].store.ping():
+    rt = current_app.extensions["cds"]
+    if not rt.store.ping():
         return operation_outcome(503, "transient", "The store does not answer.")
-    return jsonify({"status": "ok", "store": "ok"})
+    return jsonify({"status": "ok", "store": "ok", "cms_quarters": report.summary(rt.settings.partb)})
 
 
 @bp.get("/openapi.json")

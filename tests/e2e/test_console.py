@@ -193,7 +193,7 @@ def test_invalid_configuration_shows_schema_errors_by_path(
 ) -> None:
     config = yaml.safe_load(DEFAULT_CONFIG.read_text())
     config["rules"]["admin-96372"]["enabled"] = "sometimes"
-    config["drugs"]["cyanocobalamin"]["billing_unit"]["value"] = "a lot"
+    config["drugs"]["cyanocobalamin"]["max_dose"]["value"] = "a lot"
     del config["payers"]
     w = watched()
     w.page.goto(console_server.url("/console/config"))
@@ -202,7 +202,7 @@ def test_invalid_configuration_shows_schema_errors_by_path(
     w.page.click("#what-if-button")
     errors = [e.inner_text() for e in w.page.query_selector_all("#config-errors .config-error")]
     assert any(e.startswith("rules/admin-96372/enabled:") for e in errors), errors
-    assert any(e.startswith("drugs/cyanocobalamin/billing_unit/value:") for e in errors), errors
+    assert any(e.startswith("drugs/cyanocobalamin/max_dose/value:") for e in errors), errors
     assert any(e.startswith("(top level):") and "payers" in e for e in errors), errors
     assert w.page.query_selector("#what-if-table") is None
     w.screenshot("config-invalid")
@@ -341,3 +341,25 @@ def test_console_disabled_is_a_json_404(fresh_server: Callable[..., Server]) -> 
             assert response.status_code == 404, path
             assert response.headers["Content-Type"].startswith("application/json")
             assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_the_drug_codes_page_looks_a_drug_up_quarter_by_quarter(
+    console_server: Server, watched: Callable[[], Watched]
+) -> None:
+    w = watched()
+    w.page.goto(console_server.url("/console"))
+    w.page.click("text=Drug codes")
+    quarters = [r.get_attribute("data-quarter") for r in w.page.query_selector_all("#quarters-table tbody tr")]
+    assert quarters[:2] == ["2026q1", "2025q4"] and quarters[-1] == "2024q1" and len(quarters) == 9
+    w.page.fill("#q", "0009-0280-02")  # Depo-Medrol 40 mg/mL, in the 4-4-2 form a label prints
+    w.page.click("#lookup-button")
+    assert "NDC 00009-0280-02" in w.page.inner_text("#lookup-read-as")
+    rows = {r.get_attribute("data-quarter"): (r.get_attribute("data-code"), r.query_selector(".unit").inner_text(),
+                                              r.query_selector(".limit").inner_text())
+            for r in w.page.query_selector_all("#lookup-table tbody tr")}
+    assert rows["2024 Q1"] == ("J1030", "40 MG", "$6.419")
+    assert rows["2025 Q2"] == ("J1010", "1 MG", "$0.110")
+    w.screenshot("drug-codes-ndc")
+    w.page.fill("#q", "<script>alert(1)</script>")
+    w.page.click("#lookup-button")
+    assert "not in CMS's Part B files" in w.page.inner_text("#lookup-read-as")

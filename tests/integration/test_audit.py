@@ -21,16 +21,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
+from cds_service import config
 from cds_service.audit import core
 from cds_service.cli import main
+from cds_service.runtime import terms_of
 from tests.conftest import DEFAULT_CONFIG, ROOT
 from tests.e2e.conftest import new_session, run_cli, start_server
 
 MAKE_EXPORT = ROOT / "benchmarks" / "make_export.py"
 DISCHARGE = "/cds-services/injection-billing-encounter-discharge"
-DRUG_CODES = {drug["hcpcs"] for drug in yaml.safe_load(DEFAULT_CONFIG.read_text())["drugs"].values()}
+# The codes of drug lines, as the service tells them: CMS's Part B files, the catalog, unclassified codes.
+DRUG_CODES = terms_of(config.load(DEFAULT_CONFIG)).formulary.drug_codes
 Key = tuple[str, str, str, str, str]  # (encounter, rule, card uuid, codes, drug units)
 
 

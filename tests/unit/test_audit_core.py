@@ -79,6 +79,7 @@ def test_a_b12_shot_with_nothing_charged_is_a_missed_96372_and_j3420(settings: S
         "encounter_id": "e1", "patient_id": PATIENT, "admin_id": "a1", "date": "2025-03-04", "month": "2025-03",
         "rule_id": "admin-96372", "group": "billing", "indicator": "info", "action": "create",
         "codes": "96372 J3420", "drug_code": "J3420", "units": 1,
+        "part_b_limit": "1.27",  # J3420 x1 at $1.271, CMS 2025 Q1
     }
     assert row["missed_units"] == {"J3420": 1}
     assert row["card_uuid"] == str(uuid.uuid5(

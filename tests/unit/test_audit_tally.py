@@ -7,9 +7,10 @@ from typing import Any
 from cds_service.audit.tally import Skip, Tally, kind_of
 
 
-def row(rule: str, action: str, month: str = "2025-03", missed: dict[str, int] | None = None) -> dict[str, Any]:
+def row(rule: str, action: str, month: str = "2025-03", missed: dict[str, int] | None = None,
+        part_b: str = "") -> dict[str, Any]:
     return {"rule_id": rule, "group": "billing", "indicator": "info", "action": action, "month": month,
-            "missed_units": missed or {}}
+            "missed_units": missed or {}, "part_b_limit": part_b}
 
 
 def test_kind_of_a_card_follows_its_actions() -> None:
@@ -20,16 +21,16 @@ def test_kind_of_a_card_follows_its_actions() -> None:
 def test_rows_are_counted_by_rule_month_and_missed_drug_units() -> None:
     tally = Tally(["Encounter.ndjson"])
     tally.add_rows([
-        row("admin-96372", "create", missed={"J3420": 2}),
-        row("admin-96372", "create", "2025-04", {"J3420": 1, "J1885": 4}),
-        row("charge-units-mismatch", "update"), row("route-missing", "none", ""),
+        row("admin-96372", "create", missed={"J3420": 2}, part_b="2.54"),
+        row("admin-96372", "create", "2025-04", {"J3420": 1, "J1885": 4}, part_b="1.27"),
+        row("charge-units-mismatch", "update"), row("route-missing", "none", "", part_b="0.95"),
     ])
     summary = tally.summary({"workers": 1})
     assert summary["findings"] == 4
-    assert summary["by_rule"] == {
-        "admin-96372": {"count": 2, "group": "billing", "indicator": "info"},
-        "charge-units-mismatch": {"count": 1, "group": "billing", "indicator": "info"},
-        "route-missing": {"count": 1, "group": "billing", "indicator": "info"},
+    assert summary["by_rule"] == {  # Part B payment limits at risk, per rule, to the cent
+        "admin-96372": {"count": 2, "group": "billing", "indicator": "info", "part_b_limit": "3.81"},
+        "charge-units-mismatch": {"count": 1, "group": "billing", "indicator": "info", "part_b_limit": "0.00"},
+        "route-missing": {"count": 1, "group": "billing", "indicator": "info", "part_b_limit": "0.95"},
     }
     assert summary["by_month"] == {"2025-03": {"missed": 1, "incorrect": 1, "other": 0},
                                    "2025-04": {"missed": 1, "incorrect": 0, "other": 0}}

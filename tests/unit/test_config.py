@@ -31,7 +31,8 @@ def broken(tmp_path: Path) -> Path:
 def test_default_config_is_valid() -> None:
     settings = config.load(ROOT / "config" / "default.yaml")
     assert settings.port == 8080 and settings.host == "127.0.0.1"
-    assert settings.catalog.drugs["cyanocobalamin"].hcpcs == "J3420"
+    assert settings.catalog.drugs["cyanocobalamin"].hcpcs == ("J3420",)
+    assert settings.partb.ids[0] == "2024q1" and len(settings.partb.ids) >= 9
 
 
 def test_every_violation_is_listed_by_path(tmp_path: Path) -> None:

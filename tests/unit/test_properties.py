@@ -38,11 +38,14 @@ from cds_service.rules.model import (
     Visit,
     code_system,
 )
+from cds_service.runtime import terms_of
 from tests.cardshape import check_shape
 from tests.conftest import DEFAULT_CONFIG
 
 SETTINGS = configuration.load(DEFAULT_CONFIG)
-CATALOG = SETTINGS.catalog.drugs
+# The configured drugs as billed on the generated dates (2025 Q1): code, unit and limit from CMS's files.
+CATALOG = {key: drug for key in SETTINGS.catalog.drugs
+           if (drug := terms_of(SETTINGS).formulary.drug_for(key, dt.date(2025, 3, 4))) is not None}
 POLICY = SETTINGS.policy
 RAW_CONFIG = yaml.safe_load(DEFAULT_CONFIG.read_text())
 INDICATORS = {rule_id: spec["indicator"] for rule_id, spec in RAW_CONFIG["rules"].items()}

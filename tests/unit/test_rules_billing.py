@@ -195,8 +195,9 @@ POLICY = BillingPolicy(
     em_needing_25=frozenset({"99202", "99203", "99204", "99205", "99212", "99213", "99214", "99215"}),
     em_bundled=frozenset({"99211"}),
     noc_codes=frozenset({"J3490", "J3590", "J7699", "J7799", "J8499", "J8999", "J9999", "C9399"}),
-    drug_codes=frozenset({"J3420", "J3490", "J1885", "J0696", "J9217", "J9250", "90686", "90732", "90746"}),
 )
+# Captured lines under these codes are drug lines (facts marks them from CMS's files and the catalog).
+DRUG_CODES = frozenset({"J3420", "J3490", "J1885", "J0696", "J9217", "J9250", "90686", "90732", "90746"})
 MEDICARE = PayerProfile(key="medicare-part-b", display="Medicare Part B", waste_modifiers=True,
                         medicare_vaccine_codes=True)
 COMMERCIAL = PayerProfile(key="commercial", display="Commercial")
@@ -245,7 +246,8 @@ def hcpcs(code: str, ref: str = REF1, units: int = 1, modifiers: tuple[str, ...]
 def captured_line(code: str, charge_id: str | None, ref: str | None = REF1, **overrides: Any) -> ChargeLine:
     """A ChargeItem already on the encounter, with its id, resting on `ref` (or only dated, for None)."""
     fields: dict[str, Any] = {"code": code, "system": "hcpcs" if code[0].isalpha() else "cpt",
-                              "date_of_service": DOS, "id": charge_id, "service": (ref,) if ref else ()}
+                              "date_of_service": DOS, "id": charge_id, "service": (ref,) if ref else (),
+                              "drug": code in DRUG_CODES}
     fields.update(overrides)
     return ChargeLine(**fields)
 

@@ -17,6 +17,7 @@ from cds_service.rules.documentation import (
     dose_above_label,
     dose_missing,
     drug_uncoded,
+    drug_unknown,
     noc_drug_code,
     patient_supplied_drug,
     performer_missing,
@@ -57,6 +58,7 @@ ALL_RULES: list[Rule] = [
     noc_drug_code,
     compounded_drug,
     self_administered_drug,
+    drug_unknown,
 ]
 NOT_COMPLETED = ["in-progress", "on-hold", "not-done", "stopped", "unknown"]
 DAY_BEFORE = DOS - dt.timedelta(days=1)
@@ -515,6 +517,7 @@ TRIGGERS: dict[str, tuple[Rule, dict[str, Any], dict[str, Any]]] = {
     "self-administered-drug": (
         self_administered_drug, {}, {"payer": make_payer(self_administered=frozenset({"cyanocobalamin"}))},
     ),
+    "drug-unknown": (drug_unknown, {"drug": None, "drug_coded": True, "drug_text": "Unobtainium 5 mg"}, {}),
 }
 
 

@@ -1,0 +1,274 @@
+"""Billing from CMS's quarterly Part B files, through the service as an EHR calls it (issue 18).
+
+Every case is a real drug with its real NDC, and the codes, units and payment limits CMS's files give for
+the quarter of its date of service: Depo-Medrol under J1030 in 2024 Q1 and J1010 from 2024 Q2, bortezomib
+under J9041, Prolia under J0897, trivalent flu vaccines from the 2024-25 season."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+
+from tests.cardshape import check_shape
+from tests.charts import (
+    CPT,
+    CVX,
+    HCPCS,
+    NDC,
+    RXNORM,
+    administration,
+    answer_charges,
+    charge,
+    discharge,
+    medication,
+    rules_of,
+)
+
+SERVICE = "/cds-services/injection-billing-encounter-discharge"
+DEPO_40 = "00009-0280-02"  # Depo-Medrol 40 mg/mL, 5 mL vial: J1030 x5 in 2024 Q1, J1010 x200 after
+DEPO_80 = "00009-0306-02"  # Depo-Medrol 80 mg/mL, 5 mL vial
+BORTEZOMIB = "00143-9098-01"  # Hikma, J9041 (0.1 mg)
+PROLIA = "55513-0710-01"  # denosumab 60 mg/mL, J0897 (1 mg)
+
+
+@pytest.fixture
+def call(make_client: Callable[..., FlaskClient]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    client = make_client(fhir={"allowed_servers": ["http://127.0.0.1:9/fhir"]})
+
+    def post(body: dict[str, Any]) -> dict[str, Any]:
+        response = client.post(SERVICE, json=body)
+        assert response.status_code == 200, response.get_data(as_text=True)
+        answer: dict[str, Any] = response.get_json()
+        captured = [e["resource"]["id"] for e in body["prefetch"]["charges"].get("entry", [])]
+        assert check_shape(answer, "encounter", captured) == []
+        return answer
+
+    return post
+
+
+def given(day: str, concept: dict[str, Any], dose: tuple[float, str] | None, route: str | None = "IM",
+          **more: Any) -> dict[str, Any]:
+    """One administration at 10:15 local time on `day`, charted with this drug, dose and route."""
+    return administration(1, concept, at=f"{day}T10:15:00-05:00", dose=dose, route=route, **more)
+
+
+def billed(answer: dict[str, Any]) -> set[tuple[str, float]]:
+    return {(code, units) for _, code, units, _ in answer_charges(answer)}
+
+
+def card(answer: dict[str, Any], rule: str) -> dict[str, Any]:
+    found: dict[str, Any] = next(c for c in answer["cards"] if c["source"]["topic"]["code"] == rule)
+    return found
+
+
+# --- the code in force by date of service ---------------------------------------------------------------
+
+def test_depo_medrol_bills_j1030_in_2024_q1(call: Callable[..., dict[str, Any]]) -> None:
+    answer = call(discharge("2024-02-15", [given("2024-02-15", medication((NDC, DEPO_40)), (40, "mg"))]))
+    assert billed(answer) == {("96372", 1), ("J1030", 1)}
+
+
+def test_depo_medrol_bills_j1010_per_mg_from_2024_q2(call: Callable[..., dict[str, Any]]) -> None:
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication((NDC, DEPO_40)), (80, "mg"))]))
+    assert billed(answer) == {("96372", 1), ("J1010", 80)}
+
+
+def test_the_same_drug_by_name_follows_the_date_too(call: Callable[..., dict[str, Any]]) -> None:
+    """No NDC: the catalog's methylprednisolone acetate is J1010 now, and 80 mg fits J1040 in 2024 Q1."""
+    old = call(discharge("2024-02-15", [given("2024-02-15", medication(text="Depo-Medrol 80 mg/mL"), (80, "mg"))]))
+    new = call(discharge("2025-06-10", [given("2025-06-10", medication(text="Depo-Medrol 80 mg/mL"), (80, "mg"))]))
+    assert billed(old) == {("96372", 1), ("J1040", 1)}
+    assert billed(new) == {("96372", 1), ("J1010", 80)}
+
+
+@pytest.mark.parametrize("form", ["00009-0280-02", "0009-0280-02", "00009028002", "0009028002"])
+def test_every_ndc_form_finds_the_product(call: Callable[..., dict[str, Any]], form: str) -> None:
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication((NDC, form)), (40, "mg"))]))
+    assert billed(answer) == {("96372", 1), ("J1010", 40)}
+
+
+@pytest.mark.parametrize(("form", "code", "units"), [
+    ("63323-044-44", "J3420", 1),  # 5-3-2: Fresenius cyanocobalamin 63323-0044-44
+    ("00143-9098-1", "J9041", 25),  # 5-4-1: bortezomib 2.5 mg
+])
+def test_short_ndc_segments_are_padded(call: Callable[..., dict[str, Any]], form: str, code: str,
+                                       units: int) -> None:
+    dose = (1000, "ug") if code == "J3420" else (2.5, "mg")
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication((NDC, form)), dose, route="SC")],
+                            diagnosis="D51.0" if code == "J3420" else "C90.00"))
+    assert any(c == code and u == units for _, c, u, _ in answer_charges(answer))
+
+
+def test_one_ml_of_depo_medrol_40_is_40_units_from_the_package_row(call: Callable[..., dict[str, Any]]) -> None:
+    """No strength charted: the NDC's package (5 mL, 200 billing units) gives 40 units per mL."""
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication((NDC, DEPO_40)), (1, "mL"))]))
+    assert billed(answer) == {("96372", 1), ("J1010", 40)}
+    assert "dose-missing" not in rules_of(answer)
+
+
+def test_one_vial_is_the_packages_units_per_item(call: Callable[..., dict[str, Any]]) -> None:
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication((NDC, PROLIA)), (1, "{syringe}"),
+                                                 route="SC")], diagnosis="M81.0"))
+    assert billed(answer) == {("96372", 1), ("J0897", 60)}
+
+
+# --- drugs the hand-written catalog never knew ---------------------------------------------------------
+
+def test_bortezomib_sc_is_chemotherapy_96401_with_j9041_x25(call: Callable[..., dict[str, Any]]) -> None:
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication((NDC, BORTEZOMIB)), (2.5, "mg"),
+                                                 route="SC")], diagnosis="C90.00"))
+    assert billed(answer) == {("96401", 1), ("J9041", 25)}
+    assert {"admin-code-alternative"} <= rules_of(answer) and "admin-96372" not in rules_of(answer)
+
+
+def test_bortezomib_by_name_takes_the_generic_code_not_a_makers(call: Callable[..., dict[str, Any]]) -> None:
+    """Both J9041 and J9049 ('Inj, bortezomib, hospira') bill bortezomib; with no NDC, not the maker's own."""
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication(text="bortezomib 2.5 mg"), (2.5, "mg"),
+                                                 route="SC")], diagnosis="C90.00"))
+    assert billed(answer) == {("96401", 1), ("J9041", 25)}
+
+
+def test_denosumab_is_96372_with_j0897_per_mg(call: Callable[..., dict[str, Any]]) -> None:
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication((NDC, PROLIA)), (60, "mg"), route="SC")],
+                            diagnosis="M81.0"))
+    assert billed(answer) == {("96372", 1), ("J0897", 60)}
+    assert "route-contrary-to-label" not in rules_of(answer)  # no label routes are configured for it
+
+
+def test_ondansetron_im_by_name_is_the_injection_not_the_oral_code(call: Callable[..., dict[str, Any]]) -> None:
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication(text="Ondansetron 4 mg"), (4, "mg"))],
+                            diagnosis="R11.2"))
+    assert billed(answer) == {("96372", 1), ("J2405", 4)}
+
+
+def test_a_drug_found_nowhere_gets_drug_unknown_and_no_drug_line(call: Callable[..., dict[str, Any]]) -> None:
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication((RXNORM, "99999991"),
+                                                                         text="Unobtainium 5 mg"), (5, "mg"))]))
+    assert billed(answer) == {("96372", 1)}
+    unknown = card(answer, "drug-unknown")
+    assert unknown["indicator"] == "warning"
+    assert "96372" in unknown["summary"] and "96401" in unknown["detail"]
+
+
+def test_a_name_two_drugs_share_is_not_guessed(call: Callable[..., dict[str, Any]]) -> None:
+    """Methylprednisolone acetate (J1010) or sodium succinate (J2919): the chart does not say which."""
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication(text="methylprednisolone 40 mg"),
+                                                 (40, "mg"))]))
+    assert billed(answer) == {("96372", 1)}
+    assert "J1010" in card(answer, "drug-unknown")["detail"] and "J2919" in card(answer, "drug-unknown")["detail"]
+
+
+def test_a_chart_hcpcs_code_identifies_the_drug(call: Callable[..., dict[str, Any]]) -> None:
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication((HCPCS, "J3121"), text="Testosterone"),
+                                                 (200, "mg"))], diagnosis="E29.1"))
+    assert billed(answer) == {("96372", 1), ("J3121", 200)}
+
+
+# --- code-not-current ------------------------------------------------------------------------------
+
+def test_a_captured_j1040_in_2025_is_updated_to_j1010_with_units_from_the_dose(
+    call: Callable[..., dict[str, Any]],
+) -> None:
+    body = discharge("2025-06-10", [given("2025-06-10", medication((NDC, DEPO_80)), (80, "mg"))],
+                     charges=[charge("ci-96372", "96372", day="2025-06-10"),
+                              charge("ci-drug", "J1040", day="2025-06-10")])
+    answer = call(body)
+    stale = card(answer, "code-not-current")
+    [action] = stale["suggestions"][0]["actions"]
+    assert action["type"] == "update" and action["resource"]["id"] == "ci-drug"
+    assert action["resource"]["code"]["coding"][0]["code"] == "J1010"
+    assert action["resource"]["quantity"]["value"] == 80
+    assert "charge-unsupported" not in rules_of(answer)  # the line has its administration behind it
+    assert not any(code == "J1010" and rule != "code-not-current" for rule, code, _, _ in answer_charges(answer))
+
+
+def test_a_captured_j1030_in_2024_q1_is_current(call: Callable[..., dict[str, Any]]) -> None:
+    body = discharge("2024-02-15", [given("2024-02-15", medication((NDC, DEPO_40)), (40, "mg"))],
+                     charges=[charge("ci-96372", "96372", day="2024-02-15"),
+                              charge("ci-drug", "J1030", day="2024-02-15")])
+    assert "code-not-current" not in rules_of(call(body))
+
+
+# --- vaccines ----------------------------------------------------------------------------------------
+
+def test_a_flu_vaccine_in_2025_bills_the_trivalent_code(call: Callable[..., dict[str, Any]]) -> None:
+    answer = call(discharge("2025-03-04", [given("2025-03-04", medication((CVX, "150")), (0.5, "mL"))],
+                            diagnosis="Z23"))
+    assert billed(answer) == {("G0008", 1), ("90656", 1)}
+
+
+def test_a_flu_vaccine_in_2024_q1_bills_the_quadrivalent_code_then_listed(
+    call: Callable[..., dict[str, Any]],
+) -> None:
+    answer = call(discharge("2024-02-04", [given("2024-02-04", medication((CVX, "150")), (0.5, "mL"))],
+                            diagnosis="Z23"))
+    assert billed(answer) == {("G0008", 1), ("90686", 1)}
+
+
+def test_prevnar_20_by_cvx_216_is_a_pneumococcal_vaccine(call: Callable[..., dict[str, Any]]) -> None:
+    answer = call(discharge("2025-03-04", [given("2025-03-04", medication((CVX, "216")), (0.5, "mL"))],
+                            diagnosis="Z23"))
+    assert billed(answer) == {("G0009", 1), ("90677", 1)}
+    assert "96372" not in {code for _, code, _, _ in answer_charges(answer)}
+
+
+def test_a_vaccine_coded_by_cpt_is_a_vaccine(call: Callable[..., dict[str, Any]]) -> None:
+    answer = call(discharge("2025-03-04", [given("2025-03-04", medication((CPT, "90684")), (0.5, "mL"))],
+                            diagnosis="Z23", payer="commercial"))
+    assert billed(answer) == {("90471", 1), ("90684", 1)}
+
+
+def test_an_unknown_cvx_is_still_a_vaccine(call: Callable[..., dict[str, Any]]) -> None:
+    answer = call(discharge("2025-03-04", [given("2025-03-04", medication((CVX, "999")), (0.5, "mL"))],
+                            diagnosis="Z23", payer="commercial"))
+    assert billed(answer) == {("90471", 1)}
+    assert "drug-unknown" in rules_of(answer) and "admin-96372" not in rules_of(answer)
+
+
+# --- the defects the coder found ----------------------------------------------------------------------
+
+def test_a_ten_minute_iv_infusion_is_a_push(call: Callable[..., dict[str, Any]]) -> None:
+    admin = given("2025-03-04", medication((RXNORM, "2193"), text="Ceftriaxone 1 g"), (1, "g"), route="IV",
+                  end="2025-03-04T10:25:00-05:00")
+    answer = call(discharge("2025-03-04", [admin], diagnosis="J18.9"))
+    assert billed(answer) == {("96374", 1), ("J0696", 4)}
+
+
+def test_a_sixteen_minute_iv_infusion_is_an_infusion(call: Callable[..., dict[str, Any]]) -> None:
+    admin = given("2025-03-04", medication((RXNORM, "2193"), text="Ceftriaxone 1 g"), (1, "g"), route="IV",
+                  end="2025-03-04T10:31:00-05:00")
+    answer = call(discharge("2025-03-04", [admin], diagnosis="J18.9"))
+    assert billed(answer) == {("96365", 1), ("J0696", 4)}
+
+
+def test_an_intra_articular_injection_is_no_96372_and_no_route_missing(call: Callable[..., dict[str, Any]]) -> None:
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication((NDC, DEPO_40)), (40, "mg"),
+                                                 route="intra-articular")], diagnosis="M17.11"))
+    assert not {"route-missing", "admin-96372", "route-contrary-to-label"} & rules_of(answer)
+    assert billed(answer) == {("J1010", 40)}  # the drug line; the joint injection is coded as a procedure
+
+
+# --- money on the card ------------------------------------------------------------------------------
+
+def test_the_drug_line_shows_medicares_payment_limit_for_its_quarter(call: Callable[..., dict[str, Any]]) -> None:
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication((NDC, DEPO_40)), (40, "mg"))]))
+    detail = card(answer, "admin-96372")["detail"]
+    assert "Medicare Part B payment limit for J1010 x40: **$4.40** ($0.110 per unit, CMS ASP file 2025 Q2)" in detail
+    assert "not this payer's price" in detail
+    assert "$4.40" in card(answer, "drug-waste-modifier")["detail"]  # a documentation card about that line
+
+
+def test_the_limit_never_changes_the_suggestion(call: Callable[..., dict[str, Any]]) -> None:
+    commercial = call(discharge("2025-06-10", [given("2025-06-10", medication((NDC, DEPO_40)), (40, "mg"))],
+                                payer="commercial"))
+    assert billed(commercial) == {("96372", 1), ("J1010", 40)}
+
+
+def test_a_date_after_the_last_quarter_uses_it_and_says_so(call: Callable[..., dict[str, Any]]) -> None:
+    answer = call(discharge("2026-06-10", [given("2026-06-10", medication((NDC, DEPO_40)), (40, "mg"))]))
+    assert billed(answer) == {("96372", 1), ("J1010", 40)}
+    detail = card(answer, "admin-96372")["detail"]
+    assert "after the last CMS quarter loaded (2026 Q1)" in detail and "CMS ASP file 2026 Q1" in detail
