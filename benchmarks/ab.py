@@ -38,8 +38,9 @@ def worktree(revision: str, into: Path) -> Path:
 
 
 def serve(name: str, tree: Path, work: Path) -> run.Server:
-    """`cds-service serve` with the code of `tree` (first on the module path), on run.py's configuration."""
-    config = run.write_config(work, name)
+    """`cds-service serve` with the code of `tree` (first on the module path), on run.py's configuration of that
+    tree (a change may change the configuration's schema)."""
+    config = run.write_config(work, name, tree)
     port = run.free_port()
     code = ("import sys, cds_service; print('cds_service from', cds_service.__file__, file=sys.stderr); "
             "from cds_service.cli import main; sys.exit(main())")

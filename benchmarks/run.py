@@ -153,16 +153,16 @@ class OtherLoad:
 # ---------------------------------------------------------------- setup
 
 
-def write_config(directory: Path, name: str) -> Path:
-    """A copy of config/default.yaml with its own SQLite store and auth off."""
-    cfg = yaml.safe_load((ROOT / "config" / "default.yaml").read_text(encoding="utf-8"))
+def write_config(directory: Path, name: str, root: Path = ROOT) -> Path:
+    """A copy of `root`'s config/default.yaml with its own SQLite store and auth off."""
+    cfg = yaml.safe_load((root / "config" / "default.yaml").read_text(encoding="utf-8"))
     cfg["store"]["url"] = f"sqlite:///{directory / (name + '.db')}"
     cfg["auth"]["required"] = False
     path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg, sort_keys=False), encoding="utf-8")
     for extra in ("sandbox-jwks.json",):  # files the configuration names relative to itself
-        if (ROOT / "config" / extra).exists():
-            shutil.copy(ROOT / "config" / extra, directory / extra)
+        if (root / "config" / extra).exists():
+            shutil.copy(root / "config" / extra, directory / extra)
     return path
 
 

@@ -31,6 +31,7 @@ Container = Literal["single-dose", "multi-dose"]
 IDENTIFIED_BY = Literal["ndc", "code", "rxnorm", "cvx", "name"]
 ORAL_WORDS = frozenset({"oral", "tab", "tablet", "tablets", "capsule", "capsules", "po"})
 ESRD = "esrd"
+REMEMBERED = 1024  # drug lookups remembered per Formulary (see Formulary.facts): at most about 2 MB
 
 
 class CodeClasses(Struct, frozen=True):
@@ -91,6 +92,10 @@ class Formulary:
         self.partb = partb
         self.classes = classes
         self.drug_codes = DrugCodes(self, noc_codes)
+        # The same coding, name, quarter, route and dose always come to the same facts, and a chart repeats
+        # them: a history of 1,000 monthly B12 doses asks 1,000 times about one drug in a dozen quarters.
+        # Remembered, a lookup costs a dict probe instead of about 14 us.
+        self._remembered: dict[tuple[object, ...], DrugFacts] = {}
 
     def captured(self, code: str, day: dt.date | None) -> tuple[bool, bool, tuple[str, ...]]:
         """Of a captured charge's code: (a drug's code, dropped before the date, the codes in force instead)."""
@@ -113,6 +118,18 @@ class Formulary:
     ) -> DrugFacts:
         """The drug of (system, code) codings (rxnorm, ndc, cvx, hcpcs, cpt) and names, on a date of service."""
         pick = self.partb.pick(day)
+        key = (tuple(codings), tuple(names), pick.index if pick else None, pick.fit if pick else None, route, dose,
+               strength)
+        found = self._remembered.get(key)
+        if found is None:
+            found = self._facts(codings, names, pick, route, dose, strength)
+            if len(self._remembered) >= REMEMBERED:
+                self._remembered.clear()  # a crude bound: real formularies stay far below it
+            self._remembered[key] = found
+        return found
+
+    def _facts(self, codings: Sequence[tuple[str, str]], names: Sequence[str], pick: Pick | None,
+               route: RouteClass, dose: Quantity | None, strength: Quantity | None) -> DrugFacts:
         text = next(iter(names), None)
         charted_ndc = next((code for system, code in codings if system == "ndc"), None)
         vaccine = any(s == "cvx" or (s in ("hcpcs", "cpt") and self.classes.vaccine(c)) for s, c in codings)

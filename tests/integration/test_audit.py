@@ -17,6 +17,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -278,6 +279,15 @@ def test_the_command_prints_one_paragraph_and_writes_the_report(small_export: Pa
     ]
     assert summary["workers"] == 2 and summary["findings"] == len(findings(tmp_path / "out"))
     assert not list((tmp_path / "out").glob(".audit-staging-*"))
+    # Part B drug payments at risk: per rule, the sum of findings.csv's part_b_limit, to the cent.
+    rows = findings(tmp_path / "out")
+    for rule, entry in summary["by_rule"].items():
+        total = sum((Decimal(r["part_b_limit"]) for r in rows if r["rule_id"] == rule and r["part_b_limit"]),
+                    Decimal("0.00"))
+        assert Decimal(entry["part_b_limit"]) == total, rule
+    assert Decimal(summary["by_rule"]["admin-96372"]["part_b_limit"]) > 0
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "Part B drug payments at risk" in report and "not a payer's price" in report
 
 
 def test_the_command_exits_2_with_a_message_for_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -8,10 +8,12 @@ from decimal import Decimal
 import pytest
 from msgspec.structs import replace
 
+from cds_service.rules.billing import admin_96372
 from cds_service.rules.charges import (
     charge_code_mismatch,
     charge_units_mismatch,
     charge_unsupported,
+    code_not_current,
     em_99211_bundled,
     facility_setting,
     same_day_em_modifier_25,
@@ -221,3 +223,52 @@ def test_captured_96372_on_an_oral_admin_is_deleted() -> None:
     visit = prepare(make_visit(oral, charges=(line,), policy=POLICY))
     (finding,) = charge_code_mismatch(oral, visit)
     assert (finding.deletes, finding.updates, finding.detail["code"]) == (("c-oral",), (), None)
+
+
+# code-not-current
+
+
+def stale(code: str, charge_id: str = "ci-drug", ref: str | None = REF1, current: tuple[str, ...] = (),
+          units: int = 1) -> ChargeLine:
+    """A captured drug line whose code CMS dropped before its date (facts marks it from CMS's files)."""
+    return captured_line(code, charge_id, ref, units=Decimal(units), drug=True, stale=True, current=current)
+
+
+def test_a_stale_drug_line_is_updated_to_the_planned_code_and_units() -> None:
+    inj = make_injection(drug=KETOROLAC, dose=Decimal(60))  # J1885 x4
+    line = stale("J1880", current=("J1885",))
+    visit = planned_visit(inj, charges=(captured_line("96372", "ci-96372"), line))
+    assert list(code_not_current(inj, visit)) == [Finding(
+        updates=(replace(line, code="J1885", units=Decimal(4)),),
+        detail={"captured": "J1880", "code": "J1885", "units": Decimal(4), "successors": ["J1885"]},
+    )]
+    assert list(admin_96372(inj, visit)) == []  # the stale line is the drug line: nothing to create
+    assert list(charge_unsupported(visit)) == []  # and it has its administration behind it
+
+
+def test_a_stale_line_alone_on_the_date_rests_on_the_one_admin() -> None:
+    inj = make_injection(drug=KETOROLAC, dose=Decimal(30))
+    line = stale("J1880", ref=None)
+    (finding,) = code_not_current(inj, planned_visit(inj, charges=(line,)))
+    assert finding.updates == (replace(line, code="J1885", units=Decimal(2), service=(REF1,)),)
+
+
+def test_a_stale_line_without_a_known_drug_says_so_and_changes_nothing() -> None:
+    inj = make_injection(drug=None, dose=None)
+    (finding,) = code_not_current(inj, planned_visit(inj, charges=(stale("J1880", current=("J1885", "J1886")),)))
+    assert finding == Finding(detail={"captured": "J1880", "code": None, "units": None,
+                                      "successors": ["J1885", "J1886"]})
+
+
+@pytest.mark.parametrize("setting", [Setting.FACILITY])
+def test_no_code_not_current_in_a_facility_or_for_an_admin_not_given(setting: Setting) -> None:
+    inj = make_injection(drug=KETOROLAC, dose=Decimal(30))
+    assert list(code_not_current(inj, planned_visit(inj, charges=(stale("J1880"),), setting=setting))) == []
+    not_given = replace(inj, status="not-done")
+    assert list(code_not_current(not_given, planned_visit(not_given, charges=(stale("J1880"),)))) == []
+
+
+def test_a_current_drug_line_is_not_stale() -> None:
+    inj = make_injection(drug=KETOROLAC, dose=Decimal(30))
+    current = captured_line("J1885", "ci-drug", units=Decimal(2))
+    assert list(code_not_current(inj, planned_visit(inj, charges=(current,)))) == []

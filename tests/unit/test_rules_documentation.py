@@ -539,3 +539,37 @@ def test_evaluate_labels_finding_with_rule_id_and_subject(rule_id: str) -> None:
     findings = list(evaluate(visit, {rule_id: {}}))
     assert [(f.rule, f.subject) for f in findings] == [(rule_id, "MedicationAdministration/faulty")]
     assert [f.detail for f in findings] == [f.detail for f in rule(faulty, visit)]
+
+
+# drug-unknown
+
+
+def test_drug_unknown_says_which_administration_code_the_route_gave() -> None:
+    inj = make_injection(drug=None, drug_coded=True, drug_text="Unobtainium 5 mg", ndc="12345-6789-01")
+    assert run(drug_unknown, inj) == [Finding(detail={
+        "text": "Unobtainium 5 mg", "ndc": "12345-6789-01", "assumed": "96372", "candidates": [], "vaccine": False})]
+
+
+def test_drug_unknown_lists_the_codes_a_name_left_open() -> None:
+    inj = make_injection(drug=None, drug_coded=False, drug_text="methylprednisolone 40 mg",
+                         drug_candidates=("J1010", "J2919"))
+    [finding] = run(drug_unknown, inj)
+    assert finding.detail["candidates"] == ["J1010", "J2919"]
+
+
+def test_an_unknown_vaccine_assumes_the_vaccine_administration_code() -> None:
+    inj = make_injection(drug=None, drug_coded=True, drug_text=None, vaccine=True)
+    visit = make_visit(inj, policy=BillingPolicy(admin_codes={"vaccine": "90471"}))
+    [finding] = run(drug_unknown, inj, visit)
+    assert finding.detail["assumed"] == "90471" and finding.detail["vaccine"] is True
+
+
+@pytest.mark.parametrize("overrides", [
+    {"drug_coded": False, "drug_text": None},  # nothing named at all: drug-uncoded's
+    {"route": RouteClass.ORAL, "route_coded": True},  # an oral dose: nothing to bill
+    {"patient_supplied": True},  # no drug line either way
+    {"status": "not-done"},
+])
+def test_no_drug_unknown(overrides: dict[str, Any]) -> None:
+    inj = make_injection(**{"drug": None, "drug_coded": True, "drug_text": "Unobtainium", **overrides})
+    assert run(drug_unknown, inj) == []
