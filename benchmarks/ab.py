@@ -37,6 +37,19 @@ def worktree(revision: str, into: Path) -> Path:
     return into
 
 
+def trees_of(rev_a: str, rev_b: str | None, work: Path) -> dict[str, Path]:
+    """A's worktree, and B's (the working tree itself when rev_b is None)."""
+    trees = {"A": worktree(rev_a, work / "tree-a")}
+    trees["B"] = worktree(rev_b, work / "tree-b") if rev_b else run.ROOT
+    return trees
+
+
+def remove(trees: dict[str, Path]) -> None:
+    for tree in trees.values():
+        if tree != run.ROOT:
+            subprocess.run(["git", "-C", str(run.ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+
+
 def serve(name: str, tree: Path, work: Path) -> run.Server:
     """`cds-service serve` with the code of `tree` (first on the module path), on run.py's configuration of that
     tree (a change may change the configuration's schema)."""
@@ -65,8 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(bodies_file, "wb") as fh:
         for body in run.bodies(3, run.N_BODIES, seed=2024):
             fh.write(body + b"\n")
-    trees = {"A": worktree(args.rev_a, work / "tree-a")}
-    trees["B"] = worktree(args.rev_b, work / "tree-b") if args.rev_b else run.ROOT
+    trees = trees_of(args.rev_a, args.rev_b, work)
     print(f"A = {args.rev_a}, B = {args.rev_b or 'the working tree'}; {args.rounds} rounds of {args.seconds} s "
           f"at {args.connections} connections; logs in {work}")
     servers: dict[str, run.Server] = {}
@@ -94,9 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for server in servers.values():
             server.stop()
-        for tree in trees.values():
-            if tree != run.ROOT:
-                subprocess.run(["git", "-C", str(run.ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+        remove(trees)
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import urllib.request
@@ -56,8 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="cds-startup-"))
     bodies = run.bodies(3, 50, seed=2024)
-    trees = {"A": ab.worktree(args.rev_a, work / "tree-a")}
-    trees["B"] = ab.worktree(args.rev_b, work / "tree-b") if args.rev_b else run.ROOT
+    trees = ab.trees_of(args.rev_a, args.rev_b, work)
     print(f"A = {args.rev_a}, B = {args.rev_b or 'the working tree'}; {args.rounds} rounds, {args.requests} "
           f"typical calls each before reading memory; logs in {work}")
     figures: dict[str, list[tuple[float, float, float]]] = {"A": [], "B": []}
@@ -75,9 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             diff = statistics.median(fb[i] - fa[i] for fa, fb in zip(figures["A"], figures["B"], strict=True))
             print(f"{what:<17} A {a:7.2f} {unit}   B {b:7.2f} {unit}   B - A (median of rounds) {diff:+.2f} {unit}")
     finally:
-        for tree in trees.values():
-            if tree != run.ROOT:
-                subprocess.run(["git", "-C", str(run.ROOT), "worktree", "remove", "--force", str(tree)], check=False)
+        ab.remove(trees)
     return 0
 
 
