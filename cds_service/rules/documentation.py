@@ -38,6 +38,8 @@ def dose_missing(inj: Injection, visit: Visit) -> Iterator[Finding]:
         yield Finding(detail={"reason": "absent"})
     elif inj.drug is not None and inj.dose is None:
         yield Finding(detail={"reason": "unconvertible"})
+    elif inj.implausible_dose:
+        yield Finding(detail={"reason": "implausible"})
 
 
 def dose_above_label(inj: Injection, visit: Visit) -> Iterator[Finding]:

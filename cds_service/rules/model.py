@@ -24,6 +24,9 @@ CodeSystem = Literal["cpt", "hcpcs"]
 
 
 HCPCS_LEVEL_II = re.compile(r"[A-V]\d{4}")
+# More units of service than any claim line carries (an 837P quantity has 15 digits; MUEs run to thousands):
+# a dose that comes to more is a charting error, billed as no drug line at all.
+MAX_UNITS = 999_999
 
 
 def code_system(code: str) -> CodeSystem:
@@ -191,10 +194,18 @@ class Injection(Struct, frozen=True):
 
     @property
     def drug_units(self) -> int | None:
-        """Billing units of the drug line: ceil(dose / unit size), as HCPCS "up to" codes require."""
-        if self.drug is None or self.dose is None or self.dose <= 0:
+        """Billing units of the drug line: ceil(dose / unit size), as HCPCS "up to" codes require; None for
+        no dose, or one past MAX_UNITS (see implausible_dose)."""
+        if self.implausible_dose or self.drug is None or self.dose is None or self.dose <= 0:
             return None
         return max(1, math.ceil(self.dose / self.drug.billing_unit.value))
+
+    @property
+    def implausible_dose(self) -> bool:
+        """A dose of more than MAX_UNITS billing units (1e308 mg, 1e20 mcg): charted wrongly, not billable."""
+        if self.drug is None or self.dose is None or not self.dose.is_finite():
+            return self.dose is not None and not self.dose.is_finite()
+        return self.dose / self.drug.billing_unit.value > MAX_UNITS
 
 
 class InvalidResource(Struct, frozen=True):

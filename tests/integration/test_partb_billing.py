@@ -272,3 +272,11 @@ def test_a_date_after_the_last_quarter_uses_it_and_says_so(call: Callable[..., d
     assert billed(answer) == {("96372", 1), ("J1010", 40)}
     detail = card(answer, "admin-96372")["detail"]
     assert "after the last CMS quarter loaded (2026 Q1)" in detail and "CMS ASP file 2026 Q1" in detail
+
+
+@pytest.mark.parametrize("dose", [(1e308, "mg"), (1e20, "ug"), (1e308, "mL"), (1e308, "{vial}")])
+def test_a_dose_past_any_claim_is_no_drug_line_and_says_why(call: Callable[..., dict[str, Any]],
+                                                          dose: tuple[float, str]) -> None:
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication((NDC, DEPO_40)), dose)]))
+    assert billed(answer) == {("96372", 1)}
+    assert "more J1010 units than any" in " ".join(card(answer, "dose-missing")["detail"].split())
