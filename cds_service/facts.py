@@ -17,6 +17,7 @@ from cds_service.rules.model import (
     BillingPolicy,
     ChargeLine,
     Injection,
+    InvalidResource,
     PayerProfile,
     Quantity,
     RouteClass,
@@ -131,7 +132,9 @@ def build(
     dos = local_date(enc.period.start if enc and enc.period else None, tz)
     encounter_ref = f"Encounter/{encounter_id}" if encounter_id else None
     diagnoses = encounter_diagnoses(resources, encounter_ref)
-    kept = [ma for ma in resources.administrations if ma.status != "entered-in-error"]  # RULES: ignored
+    unplaced = [ma for ma in resources.administrations if not placed(admin_times(ma), tz)]
+    kept = [ma for ma in resources.administrations
+            if ma.status != "entered-in-error" and all(ma is not bad for bad in unplaced)]  # RULES: ignored
     mine = {id(ma) for ma in kept if belongs(ma, encounter_ref, local_date(effective(ma), tz), dos)}
     current = tuple(administration(ma, resources, terms.formulary, tz, diagnoses) for ma in kept if id(ma) in mine)
     history = tuple(earlier_dose(ma, resources, terms.formulary, tz) for ma in kept if id(ma) not in mine)
@@ -146,14 +149,53 @@ def build(
         date_of_service=dos,
         injections=current,
         history=history,
-        charges=tuple(charge_lines(resources.charges, tz, terms.formulary, dos)),
-        invalid=tuple(resources.invalid),
+        charges=tuple(charge_lines([c for c in resources.charges if placed(charge_times(c), tz)], tz,
+                                   terms.formulary, dos)),
+        invalid=(*resources.invalid, *unplaceable(unplaced, "administrations"),
+                 *unplaceable([c for c in resources.charges if not placed(charge_times(c), tz)], "charges")),
         payer=payer(resources, terms.payers),
         policy=terms.policy,
     )
 
 
 # --- references and time ------------------------------------------------------------------
+
+def placed(times: Iterable[Any], tz: dt.tzinfo | None) -> bool:
+    """Every time can be placed in UTC and the encounter's time zone: FHIR allows 0001-01-01T00:00:00Z, which
+    is before year 1 at -05:00, and 9999-12-31T23:59:59-14:00, which is after 9999 in UTC."""
+    for when in times:
+        if isinstance(when, dt.datetime) and when.tzinfo is not None:
+            try:
+                when.astimezone(dt.UTC)
+                if tz is not None:
+                    when.astimezone(tz)
+            except OverflowError:
+                return False
+    return True
+
+
+def admin_times(ma: Any) -> list[Any]:
+    period = ma.effectivePeriod
+    return [ma.effectiveDateTime, *((period.start, period.end) if period else ())]
+
+
+def charge_times(item: Any) -> list[Any]:
+    period = item.occurrencePeriod
+    return [item.occurrenceDateTime, *((period.start, period.end) if period else ())]
+
+
+def unplaceable(resources: Iterable[Any], where: str) -> Iterator[InvalidResource]:
+    """An invalid-resource finding for each resource whose time cannot be placed: it is left out, and the
+    rest of the request is evaluated."""
+    for resource in resources:
+        yield InvalidResource(
+            where=where,
+            resource_type=resource.get_resource_type(),
+            resource_id=getattr(resource, "id", None),
+            problems=("a date-time that cannot be placed in the encounter's time zone or in UTC (it falls before "
+                      "year 1 or after year 9999 there): the resource is left out",),
+        )
+
 
 def ref_id(ref: Any, rtype: str) -> str | None:
     key = ref_key(getattr(ref, "reference", None))

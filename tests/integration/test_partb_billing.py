@@ -280,3 +280,16 @@ def test_a_dose_past_any_claim_is_no_drug_line_and_says_why(call: Callable[..., 
     answer = call(discharge("2025-06-10", [given("2025-06-10", medication((NDC, DEPO_40)), dose)]))
     assert billed(answer) == {("96372", 1)}
     assert "more J1010 units than any" in " ".join(card(answer, "dose-missing")["detail"].split())
+
+
+@pytest.mark.parametrize("at", ["0001-01-01T00:00:00Z", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+def test_an_administration_that_cannot_be_placed_in_time_is_an_invalid_resource(
+    call: Callable[..., dict[str, Any]], at: str,
+) -> None:
+    """.NET's DateTime.MinValue in an EHR export, in the encounter's zone (-05:00), is before year 1."""
+    placed = given("2025-06-10", medication((NDC, DEPO_40)), (40, "mg"))
+    unplaced = administration(2, medication((NDC, DEPO_40)), at=at, dose=(40, "mg"))
+    answer = call(discharge("2025-06-10", [placed, unplaced]))
+    invalid = card(answer, "invalid-resource")
+    assert "MedicationAdministration/ma-2" in invalid["summary"] + invalid.get("detail", "")
+    assert billed(answer) == {("96372", 1), ("J1010", 40)}  # the rest is evaluated
