@@ -9,7 +9,7 @@ import re
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +123,15 @@ def load_part_b_text(directory: Path = CARDS_DIR) -> PartBText:
 
 
 def dollars(value: Decimal, places: int = 2) -> str:
-    """'$1,234.50'; formatting rounds as quantize would, without its 28-digit limit (a dose of 1e30 units)."""
-    return f"${value:,.{places}f}"
+    """'$1,234.57', half a cent rounded up, as money is."""
+    return f"${half_up(value, places):,.{places}f}"
+
+
+def half_up(value: Decimal, places: int) -> Decimal:
+    try:
+        return value.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    except InvalidOperation:  # more digits than a Decimal context holds: shown as formatting rounds it
+        return value
 
 
 def line_limit(line: ChargeLine, drug: Drug) -> Decimal | None:
@@ -308,6 +315,7 @@ class CardRenderer:
             "drug_line": planned.drug is not None and any(ln.code == planned.drug.code for ln in lines),
             "route": ROUTE_WORDS[inj.route] if inj else None,
             "drug": (drug.display if drug else inj.drug_text if inj else None),
+            "identified": drug is not None,
             "drug_code": drug.hcpcs if drug else None,
             "unit_size": amount(drug.billing_unit.value, unit) if drug else None,
             "quarter_label": drug.quarter.replace("q", " Q") if drug and drug.quarter else None,

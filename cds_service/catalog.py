@@ -70,7 +70,7 @@ def curated_of(key: str, spec: Mapping[str, Any]) -> CuratedDrug:
 class DrugCatalog:
     """The configured drugs, looked up by RxNorm, NDC, CVX or HCPCS code, or by a name in free text."""
 
-    def __init__(self, drugs: Mapping[str, Mapping[str, Any]]) -> None:
+    def __init__(self, drugs: Mapping[str, Mapping[str, Any]], unclassified: Iterable[str] = ()) -> None:
         self.drugs: dict[str, CuratedDrug] = {}
         self._products: dict[tuple[str, str], Product] = {}
         self._ndc_products: dict[str, Product] = {}  # by labeler + product (9 digits): package sizes vary
@@ -95,8 +95,9 @@ class DrugCatalog:
                     if len(normalized) == 9:
                         continue
                 self._products[(code["system"], normalized)] = product
+        no_drug = frozenset(unclassified)
         for code, owners in hcpcs_owners.items():
-            if len(owners) == 1:  # an unclassified code such as J3490 names no one drug
+            if len(owners) == 1 and code not in no_drug:  # an unclassified code such as J3490 names no one drug
                 self._by_code[code] = self.drugs[next(iter(owners))]
                 self._products.setdefault(("hcpcs", code), Product(self._by_code[code]))
         # Longest names first, so "hydroxocobalamin" wins over a shorter shared word.

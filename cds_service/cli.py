@@ -57,6 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     importing.add_argument("files", nargs="+", help="the quarter's NDC-HCPCS crosswalk and payment-limit files")
     importing.add_argument("--config")
     importing.add_argument("--dir", help="store the quarters here (default: the configuration's cms.quarters_dir)")
+    importing.add_argument("--allow-shrink", action="store_true",
+                           help="import a quarter with under half the lines of the one before (refused otherwise)")
     catalog_commands.add_parser("quarters", help="list the quarters loaded").add_argument("--config")
     lookup = catalog_commands.add_parser("lookup", help="a drug by NDC, HCPCS/CPT code or name, quarter by quarter")
     lookup.add_argument("query")
@@ -99,10 +101,10 @@ def run_check_config(args: argparse.Namespace) -> int:
 
 
 def run_catalog(args: argparse.Namespace) -> int:
-    from cds_service.partb import importing, report
-    from cds_service.partb.files import CmsFileError
-    from cds_service.partb.stored import StoredDataError
+    from cds_service.partb import report
 
+    if args.catalog_command == "import":
+        return run_catalog_import(args)
     settings = load_settings(args.config)
     if settings is None:
         return 2
@@ -113,9 +115,29 @@ def run_catalog(args: argparse.Namespace) -> int:
         lines = list(report.lookup_lines(settings.partb, args.query))
         print("\n".join(lines) if lines else f"{args.query}: not in CMS's Part B files")
         return 0 if lines else 1
-    directory = Path(args.dir) if args.dir else settings.quarters_dir
+    return 2
+
+
+def run_catalog_import(args: argparse.Namespace) -> int:
+    """Import without loading the quarters stored already: a damaged one is mended by importing it again."""
+    from cds_service.partb import importing
+    from cds_service.partb.files import CmsFileError
+    from cds_service.partb.stored import StoredDataError
+
+    directory = Path(args.dir) if args.dir else None
+    if directory is None:
+        try:
+            path = args.config or os.environ.get("CDS_SERVICE_CONFIG") or configuration.DEFAULT_CONFIG
+            data = configuration.read(path)
+            found = configuration.problems(data)
+            if found:
+                raise ConfigError(str(path), found)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        directory = configuration.quarters_dir(data)
     try:
-        changes = importing.import_files([Path(f) for f in args.files], directory)
+        changes = importing.import_files([Path(f) for f in args.files], directory, allow_shrink=args.allow_shrink)
     except CmsFileError as exc:
         print(f"refused: {exc}\nnothing was imported; the quarters loaded are as they were", file=sys.stderr)
         return 2

@@ -233,7 +233,7 @@ def build(data: Mapping[str, Any], source: str, loaded: partb.PartB) -> Settings
         reports_token=data.get("reports", {}).get("token", ""),
         facility_encounter_classes=frozenset(billing.get("facility_encounter_classes", [])),
         facility_pos_codes=frozenset(billing.get("facility_pos_codes", [])),
-        catalog=DrugCatalog(data["drugs"]),
+        catalog=DrugCatalog(data["drugs"], billing.get("noc_codes", [])),
         partb=loaded,
         quarters_dir=quarters_dir(data),
         code_classes=code_classes(billing),

@@ -14,6 +14,7 @@ and payment limit are CMS's for the quarter that holds the date of service.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from decimal import Decimal
 from typing import Any, Literal
@@ -29,9 +30,12 @@ from cds_service.units import EACH, canonical, convert
 
 Container = Literal["single-dose", "multi-dose"]
 IDENTIFIED_BY = Literal["ndc", "code", "rxnorm", "cvx", "name"]
+# A drug named as a vaccine is one, known or not: it takes a vaccine administration code, never 96372.
+VACCINE_WORDS = re.compile(r"\b(vaccines?|vaccination|immuni[sz]ation|toxoids?)\b", re.IGNORECASE)
 ORAL_WORDS = frozenset({"oral", "tab", "tablet", "tablets", "capsule", "capsules", "po"})
 ESRD = "esrd"
 REMEMBERED = 1024  # drug lookups remembered per Formulary (see Formulary.facts): at most about 2 MB
+REMEMBERED_TEXT = 400  # characters of codes and names at most in a remembered lookup's key
 
 
 class CodeClasses(Struct, frozen=True):
@@ -97,14 +101,17 @@ class Formulary:
         # Remembered, a lookup costs a dict probe instead of about 14 us.
         self._remembered: dict[tuple[object, ...], DrugFacts] = {}
 
-    def captured(self, code: str, day: dt.date | None) -> tuple[bool, bool, tuple[str, ...]]:
-        """Of a captured charge's code: (a drug's code, dropped before the date, the codes in force instead)."""
+    def captured(self, code: str, day: dt.date | None) -> dict[str, Any]:
+        """What a captured charge's code is on its date, as ChargeLine fields: a drug's code, and whether it is
+        in force (see ChargeLine.stale)."""
         if code not in self.drug_codes:
-            return False, False, ()
+            return {}
         pick = self.partb.pick(day)
-        if pick is None or not self.partb.dropped(code, pick.index):
-            return True, False, ()
-        return True, True, tuple(sorted(self.partb.in_force(code, pick.index) - {code}))
+        if pick is None or not self.partb.not_in_force(code, pick.index):
+            return {"drug": True}
+        return {"drug": True, "stale": "dropped" if self.partb.dropped(code, pick.index) else "not-yet",
+                "current": tuple(sorted(self.partb.in_force(code, pick.index) - {code})),
+                "quarter": pick.quarter.id}
 
     def facts(
         self,
@@ -118,6 +125,8 @@ class Formulary:
     ) -> DrugFacts:
         """The drug of (system, code) codings (rxnorm, ndc, cvx, hcpcs, cpt) and names, on a date of service."""
         pick = self.partb.pick(day)
+        if sum(len(n) for n in names) + sum(len(c) for _, c in codings) > REMEMBERED_TEXT:
+            return self._facts(codings, names, pick, route, dose, strength)  # a text no formulary repeats
         key = (tuple(codings), tuple(names), pick.index if pick else None, pick.fit if pick else None, route, dose,
                strength)
         found = self._remembered.get(key)
@@ -133,6 +142,7 @@ class Formulary:
         text = next(iter(names), None)
         charted_ndc = next((code for system, code in codings if system == "ndc"), None)
         vaccine = any(s == "cvx" or (s in ("hcpcs", "cpt") and self.classes.vaccine(c)) for s, c in codings)
+        vaccine = vaccine or any(VACCINE_WORDS.search(name) for name in names)
         found = self.identify(codings, names, pick, route, dose)
         if found is None or not found.codes:
             candidates = found.codes if found is not None else ()
@@ -169,7 +179,7 @@ class Formulary:
         at = pick.index if pick is not None else None
         curated = self.catalog.drugs.get(name) or self.catalog.by_code(name)
         codes = curated.hcpcs if curated is not None else (name,)
-        found = Found("code", self.in_force(codes, at), curated=curated)
+        found = Found("code", self.first_in_force(codes, at), curated=curated)
         code = choose(self.partb, pick, found, RouteClass.UNKNOWN, dose)
         return self.drug(code, curated or self.curated_for(code, pick), found, pick) if code is not None else None
 
@@ -185,24 +195,42 @@ class Formulary:
                     return found
         for system, code in codings:
             if system in ("hcpcs", "cpt"):
-                code = code.strip().upper()
-                curated = self.catalog.by_code(code)
-                return Found("code", self.in_force((code,), at), curated=curated)
+                found = self.by_code(code.strip().upper(), at)
+                if found is not None:
+                    return found
         for system, code in codings:
             if system in ("rxnorm", "cvx"):
                 product = self.catalog.product(system, code)
                 if product is not None:
                     how: IDENTIFIED_BY = "rxnorm" if system == "rxnorm" else "cvx"
-                    return Found(how, self.in_force(product.drug.hcpcs, at), curated=product.drug, product=product)
+                    return Found(how, self.first_in_force(product.drug.hcpcs, at), curated=product.drug,
+                                 product=product)
         for name in names:
             product = self.catalog.by_name(name)
             if product is not None:
-                return Found("name", self.in_force(product.drug.hcpcs, at), curated=product.drug, product=product)
+                return Found("name", self.first_in_force(product.drug.hcpcs, at), curated=product.drug,
+                             product=product)
         for name in names:
             if at is not None:
                 match = self.partb.by_name(name, at)
                 if match is not None:
                     return Found("name", tuple(sorted(match[1])), name=match[0])
+        return None
+
+    def by_code(self, code: str, at: int | None) -> Found | None:
+        """A HCPCS or CPT code in the chart that names one drug: CMS's files or the catalog know it, and it is
+        not an unclassified code (J3490 says nothing of which drug). A catalog drug's codes are its own list,
+        so a charted 90686 on a 2025 date is the trivalent 90656 that replaced it."""
+        if code in self.drug_codes.unclassified:
+            return None
+        curated = self.catalog.by_code(code)
+        if curated is not None:
+            listed = self.first_in_force((code,), at)
+            if at is not None and self.partb.known(code) and self.partb.code(listed[0], at) is None:
+                listed = self.first_in_force(curated.hcpcs, at)  # not in force then: the drug's code that is
+            return Found("code", listed, curated=curated)
+        if self.partb.known(code):
+            return Found("code", self.all_in_force((code,), at))
         return None
 
     def by_ndc(self, charted: str, at: int | None) -> Found | None:
@@ -215,16 +243,16 @@ class Formulary:
         listed = self.partb.packages(ndc11, at) if at is not None else None
         if listed is not None:
             packages = listed[1]
-            codes = self.in_force(tuple(dict.fromkeys(p.code for p in packages)), at)
+            codes = self.all_in_force(dict.fromkeys(p.code for p in packages), at)
             return Found("ndc", codes, curated=product.drug if product else None, product=product,
                          packages=packages)
         if product is not None:
-            return Found("ndc", self.in_force(product.drug.hcpcs, at), curated=product.drug, product=product)
+            return Found("ndc", self.first_in_force(product.drug.hcpcs, at), curated=product.drug, product=product)
         return None
 
-    def in_force(self, codes: Iterable[str], at: int | None) -> tuple[str, ...]:
-        """The candidate codes in the quarter: the first of the given codes (as in force then) that the
-        quarter lists, else the first one as given (a code CMS never lists, such as J3490)."""
+    def first_in_force(self, codes: Iterable[str], at: int | None) -> tuple[str, ...]:
+        """Of a catalog drug's codes in order: the first (as in force in the quarter) that the quarter lists,
+        else the first as given (a code CMS never lists, such as J3490)."""
         codes = tuple(codes)
         if at is None or not codes:
             return codes[:1]
@@ -234,6 +262,16 @@ class Formulary:
             if listed:
                 return tuple(listed)
         return codes[:1]
+
+    def all_in_force(self, codes: Iterable[str], at: int | None) -> tuple[str, ...]:
+        """Codes that are alternatives (an NDC listed under J0881 and J0882): each as in force in the quarter,
+        the ones the quarter lists, for `choose` to pick from by route, setting and dose."""
+        codes = tuple(codes)
+        if at is None:
+            return codes
+        current = sorted({c for code in codes for c in self.partb.in_force(code, at)})
+        listed = [c for c in current if self.partb.code(c, at) is not None]
+        return tuple(listed or current)
 
     # --- the drug on the date of service -----------------------------------------------------------
 
@@ -256,6 +294,7 @@ class Formulary:
             vaccine_kind=(curated.vaccine_kind if curated else None) or self.classes.vaccine_kinds.get(code),
             quarter=pick.quarter.id if pick is not None and info is not None else None,
             quarter_fit=pick.fit if pick is not None else "in",
+            former=tuple(c for c in curated.hcpcs if c != code) if curated is not None else (),
             payment_limit=info.limit if info is not None else None,
         )
 
@@ -265,6 +304,7 @@ class DrugCodes:
 
     def __init__(self, formulary: Formulary, noc_codes: frozenset[str]) -> None:
         self.formulary = formulary
+        self.unclassified = noc_codes
         self.extra = noc_codes | {code for drug in formulary.catalog.drugs.values() for code in drug.hcpcs}
 
     def __contains__(self, code: object) -> bool:
@@ -370,9 +410,9 @@ def fit_dose(codes: list[Code], dose: Quantity | None) -> Code | None:
 # --- the dose in billing units ------------------------------------------------------------------------
 
 def dose_in_units(dose: Quantity | None, drug: Drug, found: Found, strength: Quantity | None) -> Decimal | None:
-    """A charted dose in the drug's billing unit: by mass or activity; by volume through the NDC's package
-    (billable units per mL) or the concentration; by items (vials) through the package; one per dose for
-    a code billed per dose (a vaccine, 'PER DOSE')."""
+    """A charted dose in the drug's billing unit: by mass or activity; by volume through a known concentration
+    (the catalog's, the Medication's strength), else the NDC's package (billable units per mL of a liquid);
+    by items (vials) through the package; one per dose for a code billed per dose (a vaccine, 'PER DOSE')."""
     target = drug.billing_unit
     if target.unit == EACH:
         if dose is None:
@@ -386,21 +426,19 @@ def dose_in_units(dose: Quantity | None, drug: Drug, found: Found, strength: Qua
         return direct
     package = next((p for p in found.packages if p.code == drug.hcpcs), None)
     if unit == "mL":
-        per_ml = units_per_ml(package) if package is not None else None
-        if per_ml is not None:
-            return dose.value * per_ml * target.value
         concentration = (found.product.per_ml if found.product else None) or strength
         if concentration is not None:
             return convert(dose.value * concentration.value, concentration.unit, target.unit)
-        return None
+        per_ml = units_per_ml(package) if package is not None and fits_one_item(dose.value, package) else None
+        return dose.value * per_ml * target.value if per_ml is not None else None
     if unit == EACH and package is not None:
         per_item = units_per_item(package)
         return dose.value * per_item * target.value if per_item is not None else None
     return None
 
 
-def quantity_of(value: Any, unit: str | None) -> Quantity | None:
-    """A charted dose as a Quantity; None without a value."""
-    if value is None:
-        return None
-    return Quantity(Decimal(value), (unit or "").strip())
+def fits_one_item(ml: Decimal, package: Package) -> bool:
+    """A volume no larger than one item of the package: CMS gives an item's size in mL for a liquid, but as 1
+    for a vial of powder, whose reconstituted volume it does not give (2.1 mL of a 1 g ceftriaxone vial is
+    not 2.1 vials). A larger dose needs its amount charted, or the concentration."""
+    return package.size is not None and ml <= Decimal(package.size)

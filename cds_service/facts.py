@@ -84,13 +84,14 @@ ROUTE_TEXT: tuple[tuple[re.Pattern[str], RouteClass], ...] = tuple(
         (r"\b(iv\s*push|ivp|intravenous(ly)?\s+push|iv\s*bolus)\b", RouteClass.IV_PUSH),
         (r"\b(iv\s*infusion|intravenous(ly)?\s+infusion|infus(ed|ion)|ivpb|iv\s*drip)\b", RouteClass.IV_INFUSION),
         (r"\b(intra-?arterial(ly)?|i\.a\.)", RouteClass.INTRA_ARTERIAL),
-        # Documented routes that are neither SC/IM nor IV: no 96372, and not "no route".
-        (r"\b(intra-?articular(ly)?|intra-?synovial|intra-?bursal|intra-?lesional(ly)?|intra-?dermal(ly)?"
-         r"|intra-?vitreal|intra-?thecal|intra-?vesical|intra-?nasal|nasal|epidural|inhal(ed|ation)|topical(ly)?"
-         r"|ophthalmic|sublingual|transdermal|rectal(ly)?|vaginal(ly)?|joint injection)\b", RouteClass.OTHER),
         (r"\b(im|i\.m\.|intramuscular(ly)?|intra-muscular(ly)?)\b", RouteClass.IM),
         (r"\b(sc|sq|s\.c\.|subq|sub-q|sub\s*cut|subcut(aneous(ly)?)?|hypodermic)\b", RouteClass.SC),
         (r"\b(iv|i\.v\.|intravenous(ly)?)\b", RouteClass.IV_PUSH),
+        # Documented routes that are neither SC/IM nor IV (after them: "IM ... rectal pain" is IM): no 96372,
+        # and not "no route".
+        (r"\b(intra-?articular(ly)?|intra-?synovial|intra-?bursal|intra-?lesional(ly)?|intra-?dermal(ly)?"
+         r"|intra-?vitreal|intra-?thecal|intra-?vesical|intra-?nasal|nasal|epidural|inhal(ed|ation)|topical(ly)?"
+         r"|ophthalmic|sublingual|transdermal|rectal(ly)?|vaginal(ly)?|joint injection)\b", RouteClass.OTHER),
         (r"\b(po|p\.o\.|oral(ly)?|by mouth)\b", RouteClass.ORAL),
     )
 )
@@ -521,7 +522,6 @@ def charge_lines(
             continue
         when = item.occurrenceDateTime or (item.occurrencePeriod.start if item.occurrencePeriod else None)
         day = local_date(when, tz)
-        drug, stale, current = formulary.captured(code[1], day or dos)
         yield ChargeLine(
             code=code[1],
             system=code[0],
@@ -534,9 +534,7 @@ def charge_lines(
             date_of_service=day,
             id=item.id,
             service=tuple(filter(None, (ref_key(s.reference) for s in item.service or []))),
-            drug=drug,
-            stale=stale,
-            current=current,
+            **formulary.captured(code[1], day or dos),
         )
 
 

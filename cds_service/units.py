@@ -36,6 +36,7 @@ CMS_UNIT_WORDS = {
 PER_ITEM = re.compile(r"^(PER\b|LESS THAN\b|GREATER THAN\b)|DAYS OF THERAPY|\bCELLS\b|\bPFU\b|\bPER DOSE\b")
 PER_UNIT = re.compile(r"PER (?:[A-Z0-9 ]+ )?(IU|UNITS?|MG|MCG)")  # "PER FACTOR VIII IU": one IU
 AMOUNT = r"(\d[\d,]*(?:\.\d+)?|\.\d+)"
+COMBINED = re.compile(rf"{AMOUNT}\s*([A-Z]+)\s*&\s*{AMOUNT}\s*([A-Z]+)")
 SIMPLE = re.compile(rf"(?:UP TO\s+)?{AMOUNT}\s*([A-Z][A-Z :]*?)(?:\s*\(.*\))?")
 LEADING = re.compile(rf"(?:UP TO\s+)?{AMOUNT}\s*([A-Z]+(?: [A-Z]+)?)")
 
@@ -66,6 +67,11 @@ def parse_dosage(text: str) -> Dosage:
         if not value:
             return Dosage(text, problem="the amount is zero")
         return Dosage(text, value, CMS_UNIT_WORDS[simple.group(2).strip()])
+    combined = COMBINED.fullmatch(words)
+    if combined and combined.group(2) == combined.group(4) and combined.group(2) in CMS_UNIT_WORDS:
+        # "3 MG & 3 MG": one unit holds both (Celestone Soluspan's 3 mg acetate and 3 mg phosphate = 6 mg)
+        total = (number(combined.group(1)) or Decimal(0)) + (number(combined.group(3)) or Decimal(0))
+        return Dosage(text, total, CMS_UNIT_WORDS[combined.group(2)]) if total else Dosage(text, problem="zero")
     per_unit = PER_UNIT.fullmatch(words)
     if per_unit:
         return Dosage(text, Decimal(1), CMS_UNIT_WORDS[per_unit.group(1)])

@@ -45,7 +45,7 @@ def write(data: QuarterData, directory: Path, start: dt.date, end: dt.date) -> t
     head = [["Payment Allowance Limits for Medicare Part B Drugs"], [], [effective(start, end)], [],
             ["Note 1: Payment allowance limits subject to the ASP methodology."], [], [], []]
     rows = [LIMITS_HEADER] + [[c.code, c.description, c.dosage, c.limit or "N/A", "20.000", "", "", "", "", "", ""]
-                              for c in data.codes]
+                              for c in data.codes if c.priced]
     limits = directory / f"{start:%Y}q{(start.month - 1) // 3 + 1}-payment-limits.csv"
     limits.write_bytes(text(head + rows).encode("latin-1", errors="replace"))
     return crosswalk, limits
@@ -63,8 +63,8 @@ def quarter_2026q2() -> QuarterData:
     q1 = shipped("2026q1")
     codes = [c for c in q1.codes if c.code != "J9041"]
     codes = [replace(c, dosage="100 MCG", limit="0.080") if c.code == "J3425" else c for c in codes]
-    codes += [CodeRow("J0999", "Inj, testamab, 1 mg", "1 MG", "12.500"),
-              CodeRow("J1011", "Inj, methylpred acetate 40 mg", "40 MG", "4.400")]
+    codes += [CodeRow("J0999", "Inj, testamab, 1 mg", "1 MG", "12.500", True),
+              CodeRow("J1011", "Inj, methylpred acetate 40 mg", "40 MG", "4.400", True)]
     ndcs = [n for n in q1.ndcs if n.code != "J9041"]
     ndcs = [replace(n, dosage="100 MCG", units=str(int(n.units) // 10)) if n.code == "J3425" and n.units else n
             for n in ndcs]

@@ -6,6 +6,7 @@ from collections.abc import Collection, Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from cds_service.cards import half_up
 from cds_service.rules.model import Finding
 
 COLUMNS = (
@@ -52,7 +53,7 @@ def row_of(
         "units": units_of(drug) if drug is not None else "",
         "card_uuid": card.get("uuid", ""),
         "summary": card.get("summary", ""),
-        "part_b_limit": f"{at_risk:.2f}" if at_risk is not None else "",
+        "part_b_limit": f"{half_up(at_risk, 2):.2f}" if at_risk is not None else "",
         MISSED_UNITS: missed_units(charges, drug_codes),
     }
 

@@ -165,13 +165,8 @@ def money(value: Any) -> str:
 
 
 def part_b_total(summary: Mapping[str, Any]) -> str:
-    total = Decimal(0)
-    for r in (summary.get("by_rule") or {}).values():
-        try:
-            total += Decimal(str(r.get("part_b_limit") or 0))
-        except ArithmeticError:
-            continue
-    return money(total)
+    """Every drug line at risk, each once: the rules' totals count a line once per card about it."""
+    return money(summary.get("part_b_limit_at_risk"))
 
 
 def month_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -33,12 +33,15 @@ class Tally:
     by_month: dict[str, Counter[str]] = field(default_factory=dict)
     units_missed: Counter[str] = field(default_factory=Counter)
     at_risk: dict[str, Decimal] = field(default_factory=dict)  # rule id -> Medicare Part B limit of its drug lines
+    at_risk_lines: Decimal = Decimal(0)  # the same, each drug line once (a line at risk under several rules)
     top: list[tuple[int, str, str, tuple[str, ...]]] = field(default_factory=list)  # (-findings, enc, patient, rules)
     skipped: int = 0
     first_skips: list[Skip] = field(default_factory=list)
     seen_skips: set[tuple[int, int]] = field(default_factory=set)  # shared lines (Medications) reported once
 
     def add_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Count a batch of rows: whole encounters, so a drug line's rows are all in it (counted once here)."""
+        lines: dict[tuple[str, str, str], Decimal] = {}
         for row in rows:
             self.findings += 1
             self.by_rule[row["rule_id"]] += 1
@@ -47,8 +50,10 @@ class Tally:
                 self.by_month.setdefault(row["month"], Counter())[kind_of(row["action"])] += 1
             self.units_missed.update(row.get(MISSED_UNITS) or {})
             if row.get("part_b_limit"):
-                rule_id = row["rule_id"]
-                self.at_risk[rule_id] = self.at_risk.get(rule_id, Decimal(0)) + Decimal(row["part_b_limit"])
+                rule_id, limit = row["rule_id"], Decimal(row["part_b_limit"])
+                self.at_risk[rule_id] = self.at_risk.get(rule_id, Decimal(0)) + limit
+                lines[(row.get("encounter_id", ""), row.get("admin_id", ""), row.get("drug_code", ""))] = limit
+        self.at_risk_lines += sum(lines.values(), Decimal(0))
 
     def add_flagged(self, patient_id: str, flagged: Iterable[tuple[str, int, tuple[str, ...]]]) -> None:
         """Keep the encounters with the most findings, ties by id."""
@@ -84,6 +89,7 @@ class Tally:
                 for month, counts in sorted(self.by_month.items())
             },
             "units_missed_by_drug": dict(sorted(self.units_missed.items())),
+            "part_b_limit_at_risk": str(self.at_risk_lines.quantize(Decimal("0.01"))),
             "top_encounters": [
                 {"encounter_id": enc, "patient_id": patient, "findings": -negative, "rules": list(rules)}
                 for negative, enc, patient, rules in sorted(self.top)[:TOP_ENCOUNTERS]

@@ -72,13 +72,15 @@ def ndc_rows(loaded: list[QuarterData]) -> dict[str, dict[int, list[NdcRow]]]:
 
 def note_moves(i: int, before: set[str], after: set[str], codes_in: list[set[str]],
                successors: dict[tuple[int, str], set[str]], predecessors: dict[tuple[int, str], set[str]]) -> None:
-    """One NDC's codes in quarters i - 1 and i: a dropped code moved to the new ones; a new code came from the old."""
-    for old in before - after:
-        if old not in codes_in[i]:
-            successors[(i - 1, old)] |= after - {old}
+    """One NDC's codes in quarters i - 1 and i: a code dropped in quarter i moved to the codes the NDC bills
+    under in i; a code first listed in i replaced the NDC's codes dropped in i (not ones still listed: an
+    NDC under both J0883 and J0884 that gains a code did not leave them)."""
+    dropped = {old for old in before - after if old not in codes_in[i]}
+    for old in dropped:
+        successors[(i - 1, old)] |= after - {old}
     for new in after - before:
-        if new not in codes_in[i - 1]:
-            predecessors[(i, new)] |= before - {new}
+        if new not in codes_in[i - 1] and dropped:
+            predecessors[(i, new)] |= dropped
 
 
 def package(row: NdcRow, strings: dict[str | None, str | None]) -> Package:

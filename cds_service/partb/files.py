@@ -50,12 +50,25 @@ class CmsFile:
     def __init__(self, name: str, data: bytes) -> None:
         self.name = name
         self.sha256 = hashlib.sha256(data).hexdigest()
-        rows = list(csv.reader(io.StringIO(decode(data), newline="")))
-        self.kind, self.header_line = find_header(name, rows)
-        self.start, self.end = effective_dates(name, rows[: self.header_line - 1])
+        lines = physical_lines(decode(data))
+        rows = [row for _, row in lines]
+        self.kind, header = find_header(name, rows)
+        self.header_line = lines[header - 1][0]
+        self.start, self.end = effective_dates(name, rows[: header - 1])
         self.quarter = quarter_id(self.start)
-        self.rows = [(n, row) for n, row in enumerate(rows[self.header_line:], self.header_line + 1)
-                     if any(cell.strip() for cell in row)]
+        self.rows = [(n, row) for n, row in lines[header:] if any(cell.strip() for cell in row)]
+        if not self.rows:
+            raise CmsFileError(name, None, "no rows after the header: CMS's files list hundreds of codes")
+
+
+def physical_lines(text: str) -> list[tuple[int, list[str]]]:
+    """(line in the file where the record starts, cells): a quoted cell may hold a line break (CMS's do)."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    out, start = [], 1
+    for row in reader:
+        out.append((start, row))
+        start = reader.line_num + 1
+    return out
 
 
 def decode(data: bytes) -> str:
@@ -67,7 +80,8 @@ def decode(data: bytes) -> str:
 
 
 def find_header(name: str, rows: list[list[str]]) -> tuple[str, int]:
-    """The file's kind and the 1-based line of its header, checked column by column."""
+    """The file's kind and the 1-based record number of its header, checked column by column (the title and
+    notes above it hold no line break, so it is its line too)."""
     for n, row in enumerate(rows[:HEADER_SEARCH_LINES], 1):
         first = row[0].strip() if row else ""
         if re.fullmatch(r"_?\d{4}_CODE", first, re.IGNORECASE):
@@ -174,6 +188,7 @@ def limit_rows(file: CmsFile) -> Iterator[CodeRow]:
             description=cell(row, 1),
             dosage=dosage_of(file, line, row, 2),
             limit=amount(file, line, row, 3, "payment limit"),
+            priced=True,
         )
 
 
@@ -193,7 +208,7 @@ def read_quarter(files: list[CmsFile]) -> QuarterData:
         if file.kind == "crosswalk":
             for ndc_row, description in crosswalk_rows(file):
                 ndcs.append(ndc_row)
-                codes.setdefault(ndc_row.code, CodeRow(ndc_row.code, description, ndc_row.dosage, None))
+                codes.setdefault(ndc_row.code, CodeRow(ndc_row.code, description, ndc_row.dosage, None, False))
         else:
             for code_row in limit_rows(file):
                 codes[code_row.code] = code_row

@@ -16,7 +16,7 @@ from msgspec import Struct
 from msgspec.structs import replace
 
 from cds_service.partb import build, files, stored
-from cds_service.partb.model import QuarterData, quarter_label
+from cds_service.partb.model import CodeRow, QuarterData, quarter_label
 from cds_service.partb.ndc import hyphenated
 from cds_service.units import parse_dosage
 
@@ -34,7 +34,11 @@ class Changes(Struct, frozen=True):
     partial: str | None = None  # which of the two files is missing, if one is
 
 
-def import_files(paths: list[Path], directory: Path, shipped: Path = stored.SHIPPED) -> list[Changes]:
+SHRINK = 0.5  # a quarter listing under half the codes or NDCs of the one before is taken for a cut-short file
+
+
+def import_files(paths: list[Path], directory: Path, shipped: Path = stored.SHIPPED,
+                 allow_shrink: bool = False) -> list[Changes]:
     """Check the files, store their quarters in `directory`, and store the merged index of every quarter."""
     cms_files = files.open_files(paths)
     by_quarter: dict[str, list[files.CmsFile]] = defaultdict(list)
@@ -48,31 +52,56 @@ def import_files(paths: list[Path], directory: Path, shipped: Path = stored.SHIP
     out = []
     for quarter, data in sorted(new.items()):
         before = order.index(quarter) - 1
+        if before >= 0 and not allow_shrink:
+            refuse_shrink(by_quarter[quarter], merged[order[before]], data)
         changes = diff(merged[order[before]] if before >= 0 else None, data)
         out.append(replace(changes, replaced=quarter in known, partial=missing_part(data)))
-    for data in new.values():
-        stored.write_quarter(data, directory)
-    index_files = stored.quarter_files(dirs)
-    of = stored.inputs(index_files)
-    stored.write_index(build.index([stored.read_quarter(p) for p in index_files.values()], of), directory)
+    # The new merged index first, then the quarters, then old indexes out: a service reloading meanwhile
+    # finds an index for whichever set of quarter files it sees, and never derives one on a request.
+    packed = {quarter: stored.pack(quarter_data) for quarter, quarter_data in new.items()}
+    files_now: dict[str, Path | bytes] = {q: path for q, path in known.items() if q not in new}
+    of = stored.inputs({**files_now, **packed})
+    index = stored.write_index(build.index(merged.values(), of), directory, keep_others=True)
+    for quarter, stored_bytes in packed.items():
+        stored.write_atomically(directory / f"{quarter}{stored.SUFFIX}", stored_bytes)
+    stored.remove_other_indexes(directory, index)
     return out
 
 
+def refuse_shrink(files_read: list[files.CmsFile], before: QuarterData, data: QuarterData) -> None:
+    """A quarter far smaller than the one before it is a file cut short (a broken download), not CMS's."""
+    names = ", ".join(f.name for f in files_read)
+    if data.has_crosswalk and before.has_crosswalk and len(data.ndcs) < SHRINK * len(before.ndcs):
+        raise files.CmsFileError(names, None, f"{len(data.ndcs)} NDC lines against {len(before.ndcs)} in "
+                                 f"{quarter_label(before.quarter)}: cut short? (--allow-shrink imports it anyway)")
+    priced = [c for c in data.codes if c.priced]
+    if data.has_limits and before.has_limits and len(priced) < SHRINK * sum(c.priced for c in before.codes):
+        raise files.CmsFileError(names, None, f"{len(priced)} priced codes against "
+                                 f"{sum(c.priced for c in before.codes)} in {quarter_label(before.quarter)}: "
+                                 "cut short? (--allow-shrink imports it anyway)")
+
+
 def completed(data: QuarterData, stored_path: Path | None) -> QuarterData:
-    """A quarter given by one file only keeps the other file's part from the quarter stored already."""
+    """A quarter given by one file only keeps the other file's part from the quarter stored already: the new
+    file replaces its own part whole (a code a corrected payment-limit file leaves out is gone)."""
     if stored_path is None or (data.has_crosswalk and data.has_limits):
         return data
     old = stored.read_quarter(stored_path)
-    if not data.has_crosswalk and old.has_crosswalk:
-        codes = {c.code: c for c in old.codes} | {c.code: c for c in data.codes}
-        return replace(data, ndcs=old.ndcs, has_crosswalk=True,
-                       codes=tuple(sorted(codes.values(), key=lambda c: c.code)),
+    if not data.has_crosswalk and old.has_crosswalk:  # new payment limits over the old crosswalk
+        listed = {r.code for r in old.ndcs}
+        codes = {c.code: replace(c, limit=None, priced=False) for c in old.codes if c.code in listed}
+        codes |= {c.code: c for c in data.codes}
+        return replace(data, ndcs=old.ndcs, has_crosswalk=True, codes=sorted_codes(codes),
                        sources=tuple(sorted({*data.sources, *(s for s in old.sources if s.startswith("crosswalk:"))})))
-    if not data.has_limits and old.has_limits:
-        codes = {c.code: c for c in data.codes} | {c.code: c for c in old.codes}
-        return replace(data, has_limits=True, codes=tuple(sorted(codes.values(), key=lambda c: c.code)),
+    if not data.has_limits and old.has_limits:  # a new crosswalk under the old payment limits
+        codes = {c.code: c for c in data.codes} | {c.code: c for c in old.codes if c.priced}
+        return replace(data, has_limits=True, codes=sorted_codes(codes),
                        sources=tuple(sorted({*data.sources, *(s for s in old.sources if s.startswith("payment-"))})))
     return data
+
+
+def sorted_codes(codes: dict[str, CodeRow]) -> tuple[CodeRow, ...]:
+    return tuple(sorted(codes.values(), key=lambda c: c.code))
 
 
 def missing_part(data: QuarterData) -> str | None:

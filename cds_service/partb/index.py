@@ -65,6 +65,8 @@ class PartB:
             for code in quarter.codes:
                 listed[code].append(i)
         self._listed = {code: tuple(at) for code, at in listed.items()}
+        # A quarter with only one of CMS's two files lists only part of the codes: missing from it says nothing.
+        self._complete = [q.has_crosswalk and q.has_limits for q in self.quarters]
         self._ndc = index.ndcs
         self._successors = {(i, code): frozenset(to) for i, code, to in index.successors}
         self._predecessors = {(i, code): frozenset(to) for i, code, to in index.predecessors}
@@ -115,9 +117,19 @@ class PartB:
         return self._listed.get(code, ())
 
     def dropped(self, code: str, at: int) -> bool:
-        """Listed in an earlier quarter, and neither in this one nor after it."""
+        """Listed in an earlier quarter, and in none of the whole quarters from the next one to this one (nor after)."""
         seen = self._listed.get(code)
-        return seen is not None and seen[-1] < at
+        return seen is not None and seen[-1] < at and all(self._complete[seen[-1] + 1:at + 1])
+
+    def not_yet(self, code: str, at: int) -> bool:
+        """First listed in a later quarter: not in force yet in this whole quarter (J1010 in 2024 Q1)."""
+        seen = self._listed.get(code)
+        return seen is not None and at < seen[0] and self._complete[at]
+
+    def not_in_force(self, code: str, at: int) -> bool:
+        """A code CMS's files list, but not in this quarter: dropped before it, or not listed yet. A code
+        missing for a quarter between two listings (J3425 in 2024 Q3) was only not priced then: in force."""
+        return self.dropped(code, at) or self.not_yet(code, at)
 
     def in_force(self, code: str, at: int) -> frozenset[str]:
         """The codes a code stands for in a quarter: itself, or what replaced it (or what it replaced)."""
@@ -128,8 +140,8 @@ class PartB:
         if not listed or code in seen:
             return {code}
         seen.add(code)
-        if at in listed or listed[0] < at < listed[-1]:
-            return {code}  # listed, or only a quarter without a price between listings
+        if not self.not_in_force(code, at):
+            return {code}  # listed, a quarter without a price between listings, or a quarter partly loaded
         if listed[-1] < at:  # dropped: follow where its NDCs went
             moved = self._successors.get((listed[-1], code), frozenset())
         else:  # not yet listed: what it replaced

@@ -7,17 +7,19 @@ from decimal import Decimal
 
 from msgspec import Struct
 
-FORMAT = 1  # of the stored quarter files; a reader refuses another
+FORMAT = 2  # of the stored quarter files and index; a reader refuses another
 
 
 class CodeRow(Struct, array_like=True, frozen=True):
     """A HCPCS or CPT code: its short description, billing unit ('HCPCS dosage') and Medicare's payment
-    limit per billing unit (None where CMS gives none)."""
+    limit per billing unit (None where CMS gives none); `priced` when the payment-limit file lists it (else
+    only the crosswalk does)."""
 
     code: str
     description: str
     dosage: str
     limit: str | None
+    priced: bool
 
 
 class NdcRow(Struct, array_like=True, frozen=True):

@@ -3,8 +3,8 @@ chart's free text ("Depo-Medrol 80 mg/mL", "ondansetron 4 mg IM").
 
 A name is read as words, without the words that say form, route or amount. Each name is kept twice: as
 written ("ondansetron hcl"), and without its salt ("ondansetron"), so a chart that leaves the salt out
-still matches. A text matches the name found earliest in it (a drug is named before its diluent), the
-longest there. A name shared by several codes gives them all, for the caller to choose among or not.
+still matches. A text matches the longest name it starts with (a drug is named before its diluent or the
+site). A name shared by several codes gives them all, for the caller to choose among or not.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ NOISE = frozenset({
     "syringes", "prefilled", "kit", "mg", "mcg", "ug", "ml", "g", "gm", "unit", "units", "u", "iu", "meq",
     "each", "ea", "dose", "doses", "powder", "lyophilized", "usp", "nos", "single", "multi", "use", "ampule",
     "ampul", "carpuject", "cartridge", "pen", "autoinjector", "auto", "injector", "infusion", "hr", "mo", "x",
+    "implant", "implants", "extended", "release",
 })
 SALTS = frozenset({
     "hcl", "hydrochloride", "sodium", "sod", "na", "potassium", "sulfate", "phosphate", "phos", "acetate",
@@ -47,13 +48,15 @@ def variants(name: str) -> set[tuple[str, ...]]:
 
 
 def find(index: Index, text: str) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]] | None:
-    """The name found earliest in the text, the longest there; the text is read as written and without salts."""
+    """The name the text starts with (after words of form, route and amount), the longest; read as written
+    and without salts. Only at the start: later words name diluents and sites ("Zofran 4 mg in sodium
+    chloride", "... into the knee"), which must not be taken for the drug."""
     tokens = words(text)
     bare = [(at, w) for at, w in enumerate(tokens) if w not in SALTS]
     best: tuple[tuple[int, int], tuple[str, ...], tuple[tuple[str, int], ...]] | None = None
     for sequence in (list(enumerate(tokens)), bare):
         plain = tuple(w for _, w in sequence)
-        for start, (at, first) in enumerate(sequence):
+        for start, (at, first) in enumerate(sequence[:1]):
             for name, values in index.get(first, ()):
                 if plain[start:start + len(name)] == name:
                     rank = (at, -len(name))

@@ -15,6 +15,8 @@ import gzip
 import hashlib
 import os
 import tempfile
+import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,13 @@ SHIPPED = Path(__file__).resolve().parent / "quarters"
 SUFFIX = ".msgpack.gz"
 INDEX_PREFIX = "index-"
 
+class Header(msgspec.Struct):
+    """Any stored file's format, read first: a file of another format would not decode as this one's."""
+
+    format: int = 0
+
+
+_header_decoder = msgspec.msgpack.Decoder(Header)
 _quarter_decoder = msgspec.msgpack.Decoder(QuarterData)
 _index_decoder = msgspec.msgpack.Decoder(Index)
 _encoder = msgspec.msgpack.Encoder()
@@ -69,14 +78,16 @@ def read_quarter(path: Path) -> QuarterData:
 
 def unpack(path: Path, decoder: msgspec.msgpack.Decoder[Any]) -> Any:
     try:
-        value = decoder.decode(gzip.decompress(path.read_bytes()))
+        data = gzip.decompress(path.read_bytes())
+        found = _header_decoder.decode(data).format
+        if found != FORMAT:
+            raise StoredDataError(path, f"stored in format {found}; this version reads {FORMAT}: import the "
+                                  "quarter's CMS files again (cds-service catalog import)")
+        return decoder.decode(data)
     except OSError as exc:
         raise StoredDataError(path, f"cannot read: {exc.strerror or exc}") from None
-    except (EOFError, gzip.BadGzipFile, msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (EOFError, ValueError, zlib.error, msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise StoredDataError(path, f"not stored Part B data ({type(exc).__name__})") from None
-    if value.format != FORMAT:
-        raise StoredDataError(path, f"stored in format {value.format}; this version reads {FORMAT}")
-    return value
 
 
 def quarter_files(directories: list[Path]) -> dict[str, Path]:
@@ -90,14 +101,16 @@ def quarter_files(directories: list[Path]) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-def inputs(files: dict[str, Path]) -> tuple[str, ...]:
-    """'quarter:sha256' of each quarter file: what a merged index was built from."""
+def inputs(files: Mapping[str, Path | bytes]) -> tuple[str, ...]:
+    """'quarter:sha256' of each quarter file (or the bytes it will hold), in quarter order: what a merged
+    index was built from."""
     out = []
-    for quarter, path in files.items():
+    for quarter, found in sorted(files.items()):
         try:
-            out.append(f"{quarter}:{hashlib.sha256(path.read_bytes()).hexdigest()}")
+            data = found if isinstance(found, bytes) else found.read_bytes()
         except OSError as exc:
-            raise StoredDataError(path, f"cannot read: {exc.strerror or exc}") from None
+            raise StoredDataError(Path(str(found)), f"cannot read: {exc.strerror or exc}") from None
+        out.append(f"{quarter}:{hashlib.sha256(data).hexdigest()}")
     return tuple(out)
 
 
@@ -106,13 +119,18 @@ def index_name(of: tuple[str, ...]) -> str:
     return f"{INDEX_PREFIX}{digest}{SUFFIX}"
 
 
-def write_index(index: Index, directory: Path) -> Path:
-    """Write the merged index beside the quarters, and remove indexes of other sets of quarters."""
+def write_index(index: Index, directory: Path, keep_others: bool = False) -> Path:
+    """Write the merged index beside the quarters; unless told to keep them, remove other sets' indexes."""
     target = write_atomically(directory / index_name(index.inputs), pack(index))
-    for old in directory.glob(f"{INDEX_PREFIX}*{SUFFIX}"):
-        if old != target:
-            old.unlink(missing_ok=True)
+    if not keep_others:
+        remove_other_indexes(directory, target)
     return target
+
+
+def remove_other_indexes(directory: Path, kept: Path) -> None:
+    for old in directory.glob(f"{INDEX_PREFIX}*{SUFFIX}"):
+        if old != kept:
+            old.unlink(missing_ok=True)
 
 
 def find_index(directories: list[Path], of: tuple[str, ...]) -> Index | None:

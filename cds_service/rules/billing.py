@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from msgspec.structs import replace
 
 from cds_service.rules.model import ADMIN_96372, ChargeLine, Finding, Injection, PlannedLines, RouteClass, Visit
-from cds_service.rules.plan import waste_modifier_applies
+from cds_service.rules.plan import stale_lines, waste_modifier_applies
 
 WASTE_MODIFIERS = frozenset({"JZ", "JW"})
 
@@ -44,7 +44,7 @@ def uncaptured(lines: PlannedLines, inj: Injection, visit: Visit) -> tuple[Charg
         c.code in admin_codes and c.rests_on(inj) for c in visit.charges
     ):
         out.append(lines.admin)
-    if lines.drug is not None and not captured(lines.drug.code, inj, visit.charges) and not stale_line(inj, visit):
+    if lines.drug is not None and not captured(lines.drug.code, inj, visit.charges) and not stale_lines(inj, visit):
         out.append(lines.drug)
     return tuple(out)
 
@@ -52,10 +52,6 @@ def uncaptured(lines: PlannedLines, inj: Injection, visit: Visit) -> tuple[Charg
 def captured(code: str, inj: Injection, charges: Iterable[ChargeLine]) -> ChargeLine | None:
     return next((c for c in charges if c.code == code and c.rests_on(inj)), None)
 
-
-def stale_line(inj: Injection, visit: Visit) -> ChargeLine | None:
-    """A captured drug line of this admin under a code CMS dropped: code-not-current replaces it."""
-    return next((c for c in visit.charges if c.stale and c.rests_on(inj)), None)
 
 
 def multiple_injections(visit: Visit) -> Iterator[Finding]:

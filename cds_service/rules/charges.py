@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from msgspec.structs import replace
 
 from cds_service.rules.model import ChargeLine, Finding, Injection, PlannedLines, Setting, Visit
+from cds_service.rules.plan import gives, linked, stale_lines
 
 
 def administration_lines(visit: Visit) -> list[ChargeLine]:
@@ -46,14 +47,7 @@ def facility_setting(visit: Visit) -> Iterator[Finding]:
 
 def linked_charges(inj: Injection, visit: Visit, codes: frozenset[str]) -> list[ChargeLine]:
     """Captured lines with these codes resting on this admin: by reference, or alone on its date."""
-    same_day = [i for i in visit.injections if i.completed and i.date_of_service == inj.date_of_service]
-    out = []
-    for charge in visit.charges:
-        if charge.code not in codes or not charge.id:
-            continue
-        if inj.ref in charge.service or (not charge.service and len(same_day) == 1 and charge.rests_on(inj)):
-            out.append(charge)
-    return out
+    return [c for c in visit.charges if c.code in codes and c.id and linked(c, inj, visit)]
 
 
 def charge_code_mismatch(inj: Injection, visit: Visit) -> Iterator[Finding]:
@@ -93,25 +87,24 @@ def charge_unsupported(visit: Visit) -> Iterator[Finding]:
             yield Finding(deletes=(charge.id,), detail={"code": charge.code, "service": list(charge.service)})
 
 
-def gives(inj: Injection, charge: ChargeLine) -> bool:
-    """The admin gives the drug of a drug line: its code, or (a dropped code) one in force in its place."""
-    if charge.stale:
-        return True
-    return inj.drug is not None and (inj.drug.hcpcs == charge.code or inj.drug.hcpcs in charge.current)
-
-
 def code_not_current(inj: Injection, visit: Visit) -> Iterator[Finding]:
-    """A captured drug line under a code CMS's Part B files dropped before its date of service (J1030 on a 2025
-    date): the code in force for the drug on that date, with its units from the documented dose."""
+    """A captured drug line under a code CMS's Part B files do not list for its date (J1040 in 2025, dropped
+    in 2024 Q2; J1010 in 2024 Q1, listed from Q2): the code in force for the drug then, with its units from the
+    documented dose. A second line of the same drug, or one beside the code in force, is a duplicate: removed."""
     if not inj.completed or visit.setting is Setting.FACILITY:
         return
     wanted = visit.plan.get(inj.ref, PlannedLines()).drug
-    for charge in linked_charges(inj, visit, frozenset(c.code for c in visit.charges if c.stale)):
+    taken = wanted is not None and any(c.code == wanted.code and linked(c, inj, visit) for c in visit.charges)
+    for charge in stale_lines(inj, visit):
         detail = {"captured": charge.code, "code": wanted.code if wanted else None,
-                  "units": wanted.units if wanted else None, "successors": list(charge.current)}
-        if wanted is not None and wanted.code != charge.code:
-            fixed = replace(charge, code=wanted.code, system=wanted.system, units=wanted.units,
-                            service=charge.service or (inj.ref,))
-            yield Finding(updates=(fixed,), detail=detail)
+                  "units": wanted.units if wanted else None, "successors": list(charge.current),
+                  "known": inj.drug is not None, "duplicate": taken, "why": charge.stale,
+                  "quarter": charge.quarter}
+        if wanted is not None and taken:
+            yield Finding(deletes=(charge.id or "",), detail=detail)
+        elif wanted is not None:
+            taken = True
+            yield Finding(updates=(replace(charge, code=wanted.code, system=wanted.system, units=wanted.units,
+                                           service=charge.service or (inj.ref,)),), detail=detail)
         else:
             yield Finding(detail=detail)

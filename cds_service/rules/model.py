@@ -84,6 +84,7 @@ class Drug(Struct, frozen=True):
     quarter: str | None = None  # the CMS quarter the code, billing unit and payment limit come from
     quarter_fit: Literal["in", "after", "before", "gap"] = "in"  # where the date of service is against that quarter
     payment_limit: Decimal | None = None  # Medicare Part B's payment limit per billing unit, that quarter
+    former: tuple[str, ...] = ()  # the catalog's other codes for the drug (90686 of the trivalent 90656)
 
     @property
     def code_system(self) -> CodeSystem:
@@ -146,8 +147,12 @@ class ChargeLine(Struct, frozen=True):
     id: str | None = None
     service: tuple[str, ...] = ()
     drug: bool = False  # a captured line whose code is a drug's (CMS's Part B files, the catalog, a NOC code)
-    stale: bool = False  # a drug code CMS dropped before the line's date of service (code-not-current)
-    current: tuple[str, ...] = ()  # a stale code's successors in force on that date, where CMS's files show them
+    # A drug code not in force on the line's date (code-not-current): CMS "dropped" it before, or lists it only
+    # from a later quarter ("not-yet"); with the codes in force instead where CMS's files show them, and that
+    # date's quarter.
+    stale: Literal["dropped", "not-yet"] | None = None
+    current: tuple[str, ...] = ()
+    quarter: str | None = None
 
     def rests_on(self, inj: Injection) -> bool:
         """A charge rests on an admin it references, or, referencing none, on an admin of its date."""

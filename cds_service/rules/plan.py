@@ -127,3 +127,42 @@ def waste_modifier_applies(inj: Injection, visit: Visit) -> bool:
         and inj.drug.drug_class is not DrugClass.VACCINE
         and inj.drug.code_system != CPT
     )
+
+
+def gives(inj: Injection, charge: ChargeLine) -> bool:
+    """The admin gives the drug of a captured drug line: its code, or, for a code not in force on the date,
+    one that replaces it or another of the drug's codes. An admin whose drug is unknown may give any."""
+    if inj.drug is None:
+        return True
+    if charge.code == inj.drug.hcpcs:
+        return True
+    return charge.stale is not None and (inj.drug.hcpcs in charge.current or charge.code in inj.drug.former)
+
+
+def linked(charge: ChargeLine, inj: Injection, visit: Visit) -> bool:
+    """A captured line rests on this admin: it references it, or references none and the admin is the only
+    completed one of its date."""
+    if charge.service:
+        return inj.ref in charge.service
+    same_day = [i for i in visit.injections if i.completed and i.date_of_service == inj.date_of_service]
+    return len(same_day) == 1 and charge.rests_on(inj)
+
+
+def stale_lines(inj: Injection, visit: Visit) -> list[ChargeLine]:
+    """This admin's captured drug lines under a code not in force on their date (code-not-current's): by
+    reference, or, referencing none, the line of the one admin of its date whose drug it bills (J1040 beside
+    a B12 shot and a Depo-Medrol injection is the Depo-Medrol's)."""
+    out = []
+    for charge in visit.charges:
+        if not (charge.stale and charge.id):
+            continue
+        if charge.service:
+            if inj.ref in charge.service and gives(inj, charge):
+                out.append(charge)
+            continue
+        same_day = [i for i in visit.injections if i.completed and charge.rests_on(i)]
+        givers = [i for i in same_day if i.drug is not None and gives(i, charge)]
+        givers = givers or [i for i in same_day if i.drug is None]
+        if [i.ref for i in givers] == [inj.ref]:
+            out.append(charge)
+    return out

@@ -275,7 +275,8 @@ def test_the_command_prints_one_paragraph_and_writes_the_report(small_export: Pa
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert list(summary) == [
         "generated_at", "export_dir", "config", "since", "until", "workers", "seconds", "encounters", "patients",
-        "administrations", "findings", "by_rule", "by_month", "units_missed_by_drug", "top_encounters", "skipped",
+        "administrations", "findings", "by_rule", "by_month", "units_missed_by_drug", "part_b_limit_at_risk",
+        "top_encounters", "skipped",
     ]
     assert summary["workers"] == 2 and summary["findings"] == len(findings(tmp_path / "out"))
     assert not list((tmp_path / "out").glob(".audit-staging-*"))

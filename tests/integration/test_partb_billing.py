@@ -274,12 +274,16 @@ def test_a_date_after_the_last_quarter_uses_it_and_says_so(call: Callable[..., d
     assert "after the last CMS quarter loaded (2026 Q1)" in detail and "CMS ASP file 2026 Q1" in detail
 
 
-@pytest.mark.parametrize("dose", [(1e308, "mg"), (1e20, "ug"), (1e308, "mL"), (1e308, "{vial}")])
+@pytest.mark.parametrize(("dose", "why"), [
+    ((1e308, "mg"), "more J1010 units than any"), ((1e20, "ug"), "more J1010 units than any"),
+    ((1e308, "{vial}"), "more J1010 units than any"),
+    ((1e308, "mL"), "cannot be turned into J1010 units"),  # more than one vial holds: its amount is needed
+])
 def test_a_dose_past_any_claim_is_no_drug_line_and_says_why(call: Callable[..., dict[str, Any]],
-                                                          dose: tuple[float, str]) -> None:
+                                                          dose: tuple[float, str], why: str) -> None:
     answer = call(discharge("2025-06-10", [given("2025-06-10", medication((NDC, DEPO_40)), dose)]))
     assert billed(answer) == {("96372", 1)}
-    assert "more J1010 units than any" in " ".join(card(answer, "dose-missing")["detail"].split())
+    assert why in " ".join(card(answer, "dose-missing")["detail"].split())
 
 
 @pytest.mark.parametrize("at", ["0001-01-01T00:00:00Z", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
@@ -293,3 +297,93 @@ def test_an_administration_that_cannot_be_placed_in_time_is_an_invalid_resource(
     invalid = card(answer, "invalid-resource")
     assert "MedicationAdministration/ma-2" in invalid["summary"] + invalid.get("detail", "")
     assert billed(answer) == {("96372", 1), ("J1010", 40)}  # the rest is evaluated
+
+
+# --- an NDC under several codes, stale lines, and what a name must not match --------------------------
+
+@pytest.mark.parametrize(("ndc", "dose", "route", "line"), [
+    ("00069-1305-10", (10000, "U"), "SC", ("Q5106", 10)),  # Retacrit: the non-ESRD code, not Q5105 (dialysis)
+    ("59353-0400-09", (100, "ug"), "SC", ("J0888", 100)),  # Mircera: non-ESRD J0888, not J0887
+    ("49591-0051-51", (1, "mL"), "IV", ("J1573", 2)),  # Hepagam B given IV: J1573, not the IM code J1571
+])
+def test_an_ndc_under_several_codes_takes_the_one_for_the_office_and_route(
+    call: Callable[..., dict[str, Any]], ndc: str, dose: tuple[float, str], route: str, line: tuple[str, int],
+) -> None:
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication((NDC, ndc)), dose, route=route)],
+                            diagnosis="D63.1"))
+    assert line in billed(answer)
+
+
+def test_an_ndc_under_two_strengths_takes_the_one_the_dose_fits(call: Callable[..., dict[str, Any]]) -> None:
+    """Methotrexate 00143-9519-10 was listed under J9250 (5 mg) and J9260 (50 mg) in 2024 Q1."""
+    answer = call(discharge("2024-02-15", [given("2024-02-15", medication((NDC, "00143-9519-10")), (50, "mg"),
+                                                 route="SC")], diagnosis="M06.9"))
+    assert ("J9260", 1) in billed(answer)
+
+
+def test_a_drug_line_beside_an_unidentified_drug_is_not_deleted(call: Callable[..., dict[str, Any]]) -> None:
+    body = discharge("2025-06-10", [given("2025-06-10", medication(text="Zofran 4 mg/2 mL"), (4, "mg"))],
+                     charges=[charge("ci-96372", "96372", day="2025-06-10"),
+                              charge("ci-drug", "J2405", units=4, day="2025-06-10")])
+    assert "charge-unsupported" not in rules_of(call(body))
+
+
+def test_a_dropped_code_of_another_drug_is_unsupported_and_the_drug_line_suggested(
+    call: Callable[..., dict[str, Any]],
+) -> None:
+    b12 = given("2025-06-10", medication((RXNORM, "309594")), (1000, "ug"))
+    answer = call(discharge("2025-06-10", [b12], charges=[charge("ci-96372", "96372", day="2025-06-10"),
+                                                          charge("ci-j1040", "J1040", day="2025-06-10")]))
+    assert ("J3420", 1) in billed(answer) and "code-not-current" not in rules_of(answer)
+    assert card(answer, "charge-unsupported")["suggestions"][0]["actions"][0]["resourceId"] == "ChargeItem/ci-j1040"
+
+
+def test_two_dropped_lines_of_one_dose_are_one_update_and_one_removal(call: Callable[..., dict[str, Any]]) -> None:
+    body = discharge("2025-06-10", [given("2025-06-10", medication((NDC, DEPO_80)), (80, "mg"))],
+                     charges=[charge("ci-a", "J1030", units=2, day="2025-06-10"),
+                              charge("ci-b", "J1040", day="2025-06-10")])
+    answer = call(body)
+    actions = [c["suggestions"][0]["actions"][0] for c in answer["cards"]
+               if c["source"]["topic"]["code"] == "code-not-current"]
+    assert [a["type"] for a in actions] == ["update", "delete"]
+    assert actions[0]["resource"]["code"]["coding"][0]["code"] == "J1010"
+
+
+def test_a_charted_code_dropped_before_the_date_is_the_drugs_code_then(call: Callable[..., dict[str, Any]]) -> None:
+    answer = call(discharge("2025-03-04", [given("2025-03-04", medication((CPT, "90686")), (0.5, "mL"))],
+                            diagnosis="Z23"))
+    assert billed(answer) == {("G0008", 1), ("90656", 1)}
+
+
+def test_an_unclassified_code_says_nothing_of_the_drug(call: Callable[..., dict[str, Any]]) -> None:
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication((HCPCS, "J3490"), text="sermorelin"),
+                                                 (25, "mg"))]))
+    assert billed(answer) == {("96372", 1)} and "drug-unknown" in rules_of(answer)
+    assert "compounded-drug" not in rules_of(answer)
+
+
+def test_a_volume_beyond_one_vial_of_powder_is_not_guessed(call: Callable[..., dict[str, Any]]) -> None:
+    """Ceftriaxone 1 g vial (00143-9857-25): CMS gives its size as 1, a vial, not mL."""
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication((NDC, "00143-9857-25")), (2.1, "mL"))],
+                            diagnosis="J18.9"))
+    assert billed(answer) == {("96372", 1)} and "dose-missing" in rules_of(answer)
+
+
+def test_a_diluent_named_after_the_drug_is_not_billed(call: Callable[..., dict[str, Any]]) -> None:
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication(
+        text="Zofran 4 mg/2 mL diluted in sodium chloride 0.9%"), (2, "mL"), route="IV")], diagnosis="R11.2"))
+    assert not any(code.startswith("J70") for code, _ in billed(answer))
+
+
+@pytest.mark.parametrize("text", ["Tdap (Boostrix) 0.5 mL", "RSV vaccine 0.5 mL"])
+def test_a_vaccine_by_name_is_never_96372(call: Callable[..., dict[str, Any]], text: str) -> None:
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication(text=text), (0.5, "mL"))],
+                            diagnosis="Z23", payer="commercial"))
+    assert ("90471", 1) in billed(answer) and "96372" not in {code for code, _ in billed(answer)}
+
+
+def test_im_in_the_text_wins_over_a_site_word(call: Callable[..., dict[str, Any]]) -> None:
+    admin = given("2025-06-10", medication((NDC, DEPO_40)), (40, "mg"), route=None)
+    admin["dosage"]["text"] = "40 mg IM for rectal pain"
+    answer = call(discharge("2025-06-10", [admin]))
+    assert ("96372", 1) in billed(answer) and "route-uncoded" in rules_of(answer)

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from cds_service import create_app, reload
+from cds_service.errors import ConfigError
 from tests.conftest import load_scenario, topics
 
 DISCHARGE = "/cds-services/injection-billing-encounter-discharge"
@@ -61,3 +62,37 @@ def test_a_changed_file_is_applied_and_a_broken_one_refused(
     finally:
         logging.getLogger("cds_service.reload").removeHandler(remember)
         app.extensions["cds"].store.dispose()
+
+
+def test_a_damaged_cms_quarter_is_refused_and_the_loaded_quarters_stay(
+    make_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A quarter file that cannot be read (a disk error, a copy cut short) is a refused reload, never a 500."""
+    monkeypatch.setattr(reload, "RELOAD_CHECK_SECONDS", 0.0)
+    remember = Remember()
+    logging.getLogger("cds_service.reload").addHandler(remember)
+    quarters = tmp_path / "quarters"
+    app = create_app(str(make_config(cms={"quarters_dir": str(quarters)})))
+    client = app.test_client()
+    quarters.mkdir()
+    (quarters / "2026q2.msgpack.gz").write_bytes(b"\x1f\x8b\x08\x00" + b"\x00" * 40)  # gzip header, no data
+    body = load_scenario("01")["request"]
+    try:
+        answer = client.post(DISCHARGE, json=body)
+        assert answer.status_code == 200 and "admin-96372" in topics(answer.get_json())
+        assert app.extensions["cds"].settings.partb.ids[-1] == "2026q1"
+        assert any("config-reload-refused" in line and "2026q2.msgpack.gz" in line for line in remember.lines)
+    finally:
+        logging.getLogger("cds_service.reload").removeHandler(remember)
+        app.extensions["cds"].store.dispose()
+
+
+def test_a_damaged_cms_quarter_at_start_up_is_a_configuration_error(
+    make_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    quarters = tmp_path / "quarters"
+    quarters.mkdir()
+    (quarters / "2026q2.msgpack.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(ConfigError) as refused:
+        create_app(str(make_config(cms={"quarters_dir": str(quarters)})))
+    assert "cms:" in str(refused.value) and "2026q2.msgpack.gz" in str(refused.value)

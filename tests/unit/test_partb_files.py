@@ -100,6 +100,7 @@ def test_a_doubtful_package_number_is_kept_as_unknown() -> None:
     (CROSSWALK_HEAD.replace("Effective July 1, 2025 through September 30, 2025", "Effective soon"), "crosswalk.csv",
      "no 'Effective <date> through <date>' line before the header"),
     ("just,some,csv\n1,2,3\n", "crosswalk.csv", "no header"),
+    (CROSSWALK_HEAD, "crosswalk.csv", "no rows after the header"),
 ])
 def test_a_malformed_file_is_refused_with_its_line_and_reason(text: str, where: str, reason: str) -> None:
     with pytest.raises(files.CmsFileError) as refused:
@@ -140,13 +141,14 @@ def test_every_real_file_reads_without_refusal() -> None:
     ("1,000 UNITS", "1000", "U"), ("1 I.U. VWF:RCO", "1", "[iU]"), ("UP TO 1000 MG", "1000", "mg"),
     ("1 GM", "1", "g"), ("10 MG (rituximab)", "10", "mg"), ("PER DOSE", "1", "each"), ("1 EA", "1", "each"),
     ("Less than or equal to 100 MG", "1", "each"), ("PER FACTOR VIII IU", "1", "[iU]"),
+    ("3 MG & 3 MG", "6", "mg"),  # J0702, Celestone Soluspan: 3 mg acetate and 3 mg phosphate in one unit
 ])
 def test_billing_units_read(text: str, value: str, unit: str) -> None:
     dosage = parse_dosage(text)
     assert (dosage.value, dosage.unit, dosage.problem) == (Decimal(value), unit, None)
 
 
-@pytest.mark.parametrize("text", ["200 MG/300 MG", "5 MG- 1MG", "3 MG & 3 MG"])
+@pytest.mark.parametrize("text", ["200 MG/300 MG", "5 MG- 1MG", "2 MG - 3 MG"])
 def test_a_combination_is_a_valid_unit_no_dose_divides(text: str) -> None:
     dosage = parse_dosage(text)
     assert dosage.problem is None and not dosage.computable
@@ -175,6 +177,14 @@ def test_ndc_forms(charted: str, forms: tuple[str, ...]) -> None:
 
 
 def test_effective_dates_are_read_from_the_notes() -> None:
-    cms = cms_file("x.csv", CROSSWALK_HEAD)
+    cms = cms_file("x.csv", CROSSWALK_HEAD + CROSSWALK_ROWS)
     assert (cms.start, cms.end, cms.kind, cms.header_line) == (dt.date(2025, 7, 1), dt.date(2025, 9, 30),
                                                               "crosswalk", 9)
+
+
+def test_a_line_number_counts_the_line_breaks_inside_quoted_cells() -> None:
+    """CMS's crosswalks hold line breaks inside quoted descriptions (2024 Q4 and 2025 Q3 have eight each)."""
+    rows = CROSSWALK_ROWS.replace('"Inj, methylpred acetate 1 mg"', '"Inj, methylpred\nacetate 1 mg"')
+    rows += "J10X0,Bad code,Pfizer,00009-0280-02,X,1 MG,5,1,200,200,\n"
+    with pytest.raises(files.CmsFileError, match=r"crosswalk.csv, line 14: bad code 'J10X0'"):
+        files.read_quarter([cms_file("crosswalk.csv", CROSSWALK_HEAD + rows)])

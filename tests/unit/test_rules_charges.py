@@ -229,9 +229,16 @@ def test_captured_96372_on_an_oral_admin_is_deleted() -> None:
 
 
 def stale(code: str, charge_id: str = "ci-drug", ref: str | None = REF1, current: tuple[str, ...] = (),
-          units: int = 1) -> ChargeLine:
-    """A captured drug line whose code CMS dropped before its date (facts marks it from CMS's files)."""
-    return captured_line(code, charge_id, ref, units=Decimal(units), drug=True, stale=True, current=current)
+          units: int = 1, why: str = "dropped") -> ChargeLine:
+    """A captured drug line whose code is not in force on its date (facts marks it from CMS's files)."""
+    return captured_line(code, charge_id, ref, units=Decimal(units), drug=True, stale=why, current=current,
+                         quarter="2025q1")
+
+
+def detail(captured: str, code: str | None, units: int | None, successors: list[str], *, known: bool = True,
+           duplicate: bool = False, why: str = "dropped") -> dict[str, object]:
+    return {"captured": captured, "code": code, "units": None if units is None else Decimal(units),
+            "successors": successors, "known": known, "duplicate": duplicate, "why": why, "quarter": "2025q1"}
 
 
 def test_a_stale_drug_line_is_updated_to_the_planned_code_and_units() -> None:
@@ -239,33 +246,58 @@ def test_a_stale_drug_line_is_updated_to_the_planned_code_and_units() -> None:
     line = stale("J1880", current=("J1885",))
     visit = planned_visit(inj, charges=(captured_line("96372", "ci-96372"), line))
     assert list(code_not_current(inj, visit)) == [Finding(
-        updates=(replace(line, code="J1885", units=Decimal(4)),),
-        detail={"captured": "J1880", "code": "J1885", "units": Decimal(4), "successors": ["J1885"]},
-    )]
+        updates=(replace(line, code="J1885", units=Decimal(4)),), detail=detail("J1880", "J1885", 4, ["J1885"]))]
     assert list(admin_96372(inj, visit)) == []  # the stale line is the drug line: nothing to create
     assert list(charge_unsupported(visit)) == []  # and it has its administration behind it
 
 
+def test_a_code_not_listed_yet_is_updated_to_the_code_then_in_force() -> None:
+    inj = make_injection(drug=KETOROLAC, dose=Decimal(30))
+    line = stale("J1886", current=("J1885",), why="not-yet")
+    [finding] = code_not_current(inj, planned_visit(inj, charges=(line,)))
+    assert finding.updates[0].code == "J1885" and finding.detail["why"] == "not-yet"
+
+
 def test_a_stale_line_alone_on_the_date_rests_on_the_one_admin() -> None:
     inj = make_injection(drug=KETOROLAC, dose=Decimal(30))
-    line = stale("J1880", ref=None)
+    line = stale("J1880", ref=None, current=("J1885",))
     (finding,) = code_not_current(inj, planned_visit(inj, charges=(line,)))
     assert finding.updates == (replace(line, code="J1885", units=Decimal(2), service=(REF1,)),)
 
 
+def test_a_second_stale_line_or_one_beside_the_code_in_force_is_removed() -> None:
+    inj = make_injection(drug=KETOROLAC, dose=Decimal(30))
+    first, second = stale("J1880", "ci-a", current=("J1885",)), stale("J1881", "ci-b", current=("J1885",))
+    findings = list(code_not_current(inj, planned_visit(inj, charges=(first, second))))
+    assert [bool(f.updates) for f in findings] == [True, False] and findings[1].deletes == ("ci-b",)
+    beside = (captured_line("J1885", "ci-now", units=Decimal(2)), stale("J1880", current=("J1885",)))
+    [duplicate] = code_not_current(inj, planned_visit(inj, charges=beside))
+    assert duplicate.deletes == ("ci-drug",) and duplicate.detail["duplicate"] is True
+
+
+def test_a_stale_line_of_another_drug_is_not_this_admins_and_goes_as_unsupported() -> None:
+    inj = make_injection(drug=KETOROLAC, dose=Decimal(30))
+    visit = planned_visit(inj, charges=(stale("J1040", current=("J1010",)),))
+    assert list(code_not_current(inj, visit)) == []
+    assert list(admin_96372(inj, visit))[0].creates[-1].code == "J1885"
+    assert [f.deletes for f in charge_unsupported(visit)] == [("ci-drug",)]
+
+
 def test_a_stale_line_without_a_known_drug_says_so_and_changes_nothing() -> None:
     inj = make_injection(drug=None, dose=None)
-    (finding,) = code_not_current(inj, planned_visit(inj, charges=(stale("J1880", current=("J1885", "J1886")),)))
-    assert finding == Finding(detail={"captured": "J1880", "code": None, "units": None,
-                                      "successors": ["J1885", "J1886"]})
+    visit = planned_visit(inj, charges=(stale("J1880", current=("J1885", "J1886")),))
+    (finding,) = code_not_current(inj, visit)
+    assert finding == Finding(detail=detail("J1880", None, None, ["J1885", "J1886"], known=False))
+    assert list(charge_unsupported(visit)) == []  # an unknown drug may be the line's: it is not deleted
 
 
 @pytest.mark.parametrize("setting", [Setting.FACILITY])
 def test_no_code_not_current_in_a_facility_or_for_an_admin_not_given(setting: Setting) -> None:
     inj = make_injection(drug=KETOROLAC, dose=Decimal(30))
-    assert list(code_not_current(inj, planned_visit(inj, charges=(stale("J1880"),), setting=setting))) == []
+    line = stale("J1880", current=("J1885",))
+    assert list(code_not_current(inj, planned_visit(inj, charges=(line,), setting=setting))) == []
     not_given = replace(inj, status="not-done")
-    assert list(code_not_current(not_given, planned_visit(not_given, charges=(stale("J1880"),)))) == []
+    assert list(code_not_current(not_given, planned_visit(not_given, charges=(line,)))) == []
 
 
 def test_a_current_drug_line_is_not_stale() -> None:
