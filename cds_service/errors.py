@@ -40,6 +40,17 @@ class FhirDataUnavailable(CDSError):
     code = "incomplete"
 
 
+class StoreUnavailable(CDSError):
+    """The database does not answer: try again shortly (the answer carries Retry-After)."""
+
+    status = 503
+    code = "transient"
+    retry_after_seconds = 5
+
+    def __init__(self, message: str = "The store does not answer; try again shortly.") -> None:
+        super().__init__(message)
+
+
 class BodyTooLarge(CDSError):
     status = 413
     code = "too-costly"

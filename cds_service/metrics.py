@@ -54,7 +54,13 @@ FEEDBACK = Counter(
 STORE_WRITE_ERRORS = Counter(
     "cds_store_write_errors_total",
     "Failed writes of a batch of the store's logs (cards_issued, evaluations) behind the requests, by table; "
-    "a batch that fails twice is dropped.",
+    "rows the database refuses are written one by one and only those dropped; a database that does not answer "
+    "is tried again until it does.",
+    ["table"],
+)
+STORE_ROWS_SHED = Counter(
+    "cds_store_rows_shed_total",
+    "Rows of the store's logs not queued because the write-behind queue was full (the database slow or down).",
     ["table"],
 )
 
@@ -92,6 +98,10 @@ def count_feedback(stored: Iterable[tuple[str | None, str]]) -> None:
 
 def count_store_write_error(table: str) -> None:
     STORE_WRITE_ERRORS.labels(table).inc()
+
+
+def count_store_rows_shed(table: str, rows: int) -> None:
+    STORE_ROWS_SHED.labels(table).inc(rows)
 
 
 def exposition() -> tuple[bytes, str]:

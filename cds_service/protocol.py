@@ -251,8 +251,14 @@ def timestamp(value: str) -> dt.datetime:
     """An RFC 3339 date-time, as an aware UTC datetime; 400 for one that is no real instant."""
     try:
         return dt.datetime.fromisoformat(value).astimezone(dt.UTC)
-    except ValueError:
-        raise InvalidHookRequest("feedback/outcomeTimestamp is not a valid date-time.") from None
+    except (ValueError, OverflowError):  # 9999-12-31T23:59:59-01:00 is after year 9999 in UTC
+        raise InvalidHookRequest("feedback/outcomeTimestamp is not a valid date-time that can be stored "
+                                 "(its instant in UTC falls between years 1 and 9999).") from None
+
+
+def text_of(value: str | None) -> str | None:
+    """A free text as a database keeps it: a NUL (which PostgreSQL refuses in text) becomes U+FFFD."""
+    return value.replace("\x00", "\ufffd") if value is not None else None
 
 
 def parse_feedback(body: Any) -> list[FeedbackEntry]:
@@ -268,7 +274,7 @@ def parse_feedback(body: Any) -> list[FeedbackEntry]:
             accepted_suggestions=tuple(s["id"] for s in item.get("acceptedSuggestions") or []),
             override_code=coding.get("code"),
             override_system=coding.get("system"),
-            override_display=coding.get("display"),
-            user_comment=reason.get("userComment"),
+            override_display=text_of(coding.get("display")),
+            user_comment=text_of(reason.get("userComment")),
         ))
     return out

@@ -31,6 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 
 from cds_service import metrics, migrations
+from cds_service.errors import StoreUnavailable
 from cds_service.protocol import FeedbackEntry
 
 log = logging.getLogger("cds_service.store")
@@ -137,6 +138,10 @@ def use_wal(cur: Any) -> None:
 FLUSH_INTERVAL = 0.05  # seconds: the log writer writes at most this often, unless a batch is large or flushed
 BATCH_ITEMS = 200  # queued calls (each a few rows) that are written at once
 FLUSH_TIMEOUT = 5.0
+FEEDBACK_FLUSH_TIMEOUT = 1.0  # feedback waits this long at most for the card rows queued before it
+MAX_QUEUED = 20_000  # queued calls at most (some 10 MB); beyond, new rows are shed and counted, never grown
+RETRY_SECONDS = (0.5, 1.0, 2.0, 5.0)  # waits between tries while the database does not answer, then every 5 s
+SHED_WARNING_SECONDS = 60.0  # one warning per this long while rows are being shed
 
 
 def insert_ignoring_duplicates(engine: Engine, table: sa.Table) -> Any:
@@ -148,9 +153,11 @@ def insert_ignoring_duplicates(engine: Engine, table: sa.Table) -> Any:
 class Flush:
     """A marker in the log queue: `done` is set once every row queued before it is written or dropped."""
 
-    def __init__(self, *, stop: bool = False) -> None:
+    def __init__(self, *, stop: bool = False, timeout: float = FLUSH_TIMEOUT) -> None:
         self.done = threading.Event()
         self.stop = stop  # the writer thread ends after this marker
+        # A stop gives up on a database that does not answer a little before its waiter's timeout ends.
+        self.deadline = time.monotonic() + timeout * 0.8
 
 
 Queued = tuple[sa.Table, list[dict[str, Any]]] | Flush
@@ -184,23 +191,38 @@ class LogWriter:
         self.running = False  # a thread of this process writes the queue and has not decided to end
         self.idle = False  # the thread sleeps until woken: it found nothing queued after a flush interval
         self.wake = threading.Event()  # a flush, a queue long enough to write at once, or a put to an idle thread
+        self.shed_rows = 0  # rows not queued since the process started (the queue was full)
+        self.shed_warned = -math.inf
+        self.retries = 0  # tries in a row the database did not answer
 
     def put(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
         if rows:
             if self.pid != current_pid:
                 self.forked()
             q = self.queue
+            if len(q) >= MAX_QUEUED:  # the database has not kept up (or is down): shed, count, warn now and then
+                self.shed(table, len(rows))
+                return
             q.append((table, rows))
             if not self.running:
                 self.start()
             elif self.idle or (len(q) >= BATCH_ITEMS and not self.wake.is_set()):
                 self.wake.set()
 
+    def shed(self, table: sa.Table, rows: int) -> None:
+        metrics.count_store_rows_shed(table.name, rows)
+        self.shed_rows += rows
+        moment = time.monotonic()
+        if moment - self.shed_warned >= SHED_WARNING_SECONDS:
+            self.shed_warned = moment
+            log.warning(json.dumps({"event": "store_queue_full", "table": table.name, "queued": len(self.queue),
+                                    "shed_rows": self.shed_rows}))
+
     def flush(self, timeout: float, *, stop: bool = False) -> bool:
         """Wait until every row queued before the call is written (or dropped); False on timeout."""
         if self.pid != current_pid or (not self.running and not self.queue):
             return True  # nothing was queued by this process since the thread last stopped
-        marker = Flush(stop=stop)
+        marker = Flush(stop=stop, timeout=timeout)
         self.queue.append(marker)
         if not self.running:
             self.start()  # a thread that ended after a stop that timed out is started again
@@ -259,7 +281,17 @@ class LogWriter:
             batch: list[Queued] = []
             while q:
                 batch.append(q.popleft())
-            self.write(batch)
+            unwritten = self.write(batch)
+            if unwritten:  # the database does not answer: the rows (and the flushes behind them) wait, tried again
+                q.extendleft(reversed(batch))
+                released = self.wait_for_database(q)
+                if released is not None:  # a stop waited its timeout: the rows left were dropped
+                    ending = self.end(q)
+                    for marker in released:
+                        marker.done.set()  # after `end`, as below
+                    if ending:
+                        return
+                continue
             last_write = time.monotonic()
             markers = [item for item in batch if isinstance(item, Flush)]
             ending = any(marker.stop for marker in markers) and self.end(q)
@@ -279,30 +311,62 @@ class LogWriter:
                 self.thread = None
             return True
 
-    def write(self, batch: list[Queued]) -> None:
-        by_table: dict[sa.Table, list[dict[str, Any]]] = {}
-        for item in batch:
-            if not isinstance(item, Flush):
-                by_table.setdefault(item[0], []).extend(item[1])
-        for table, rows in by_table.items():
-            self.write_table(table, rows)
+    def wait_for_database(self, q: deque[Queued]) -> list[Flush] | None:
+        """Sleep before the next try, longer each time while the database stays down. When a stop (the process
+        going) has waited its timeout, what is queued is dropped and logged instead, and the flush markers to
+        release are returned: the thread then ends."""
+        self.retries += 1
+        stops = [item for item in q if isinstance(item, Flush) and item.stop]
+        if stops and time.monotonic() >= stops[0].deadline:
+            rows, markers = 0, []
+            while q:
+                item = q.popleft()
+                if isinstance(item, Flush):
+                    markers.append(item)
+                else:
+                    rows += len(item[1])
+            log.error(json.dumps({"event": "store_rows_dropped_at_exit", "rows": rows,
+                                  "reason": "the database did not answer before the stop's timeout"}))
+            return markers
+        delay = RETRY_SECONDS[min(self.retries, len(RETRY_SECONDS)) - 1]
+        if stops:
+            delay = min(delay, max(stops[0].deadline - time.monotonic(), self.flush_interval))
+        self.wake.wait(delay)
+        self.wake.clear()
+        return None
 
-    def write_table(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
-        """One transaction; when it fails twice, row by row, so one bad row costs only itself.
+    def write(self, batch: list[Queued]) -> bool:
+        """Write a batch, table by table, taking each table's rows out of it once written; True when the
+        database did not answer: what is left in the batch waits and is tried again (none written twice)."""
+        tables = list(dict.fromkeys(item[0] for item in batch if not isinstance(item, Flush)))
+        for table in tables:
+            rows = [row for item in batch if not isinstance(item, Flush) and item[0] is table for row in item[1]]
+            if self.write_table(table, rows):
+                return True
+            batch[:] = [item for item in batch if isinstance(item, Flush) or item[0] is not table]
+        self.retries = 0
+        return False
 
-        Never raises: the thread must live on."""
+    def write_table(self, table: sa.Table, rows: list[dict[str, Any]]) -> bool:
+        """One transaction. When the database does not answer, True: the rows wait. When it refuses them
+        (a bad row), row by row, so one bad row costs only itself. Never raises: the thread must live on."""
         error = self.insert(table, rows)
-        if error is not None:
+        if error is not None and not unreachable(error):
             self.log_failure(table, len(rows), 1, error, dropped=False)
             time.sleep(self.flush_interval)
             error = self.insert(table, rows)
         if error is None:
-            return
+            return False
+        if unreachable(error):
+            if self.retries & (self.retries + 1) == 0:  # tries 1, 2, 4, 8 ...: logged, not every few seconds
+                self.log_failure(table, len(rows), self.retries + 1, error, dropped=False)
+            return True
         self.log_failure(table, len(rows), 2, error, dropped=len(rows) == 1)
         if len(rows) > 1:
             errors = [e for e in (self.insert(table, [row]) for row in rows) if e is not None]
             if errors:
                 self.log_failure(table, len(errors), 3, errors[0], dropped=True)
+        return False
 
     def insert(self, table: sa.Table, rows: list[dict[str, Any]]) -> Exception | None:
         try:
@@ -327,6 +391,15 @@ class LogWriter:
         }))
 
 
+def unreachable(exc: BaseException) -> bool:
+    """The database does not answer: no connection could be made (down, restarting, the network), or the one in
+    use broke. Not a statement it refused (a bad row, a missing table), which trying again would not mend."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        return exc.connection_invalidated or (
+            exc.statement is None and isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError))
+    return isinstance(exc, sa.exc.DisconnectionError)
+
+
 live_stores: weakref.WeakSet[FeedbackStore] = weakref.WeakSet()
 
 
@@ -346,12 +419,41 @@ def flush_pending(engine: Engine, timeout: float = FLUSH_TIMEOUT) -> None:
 atexit.register(flush_all)
 
 
+def storable(text: str) -> str:
+    """A text as the database keeps it: a NUL (which PostgreSQL refuses in text) becomes U+FFFD."""
+    return text.replace("\x00", "\ufffd")
+
+
+class ReplayWindow:
+    """The JWT ids this process has seen and that have not expired: replay protection that needs no database.
+    The store's table extends it across workers and instances; this keeps a replay to the same worker refused
+    while the database is down. Bounded: the oldest ids go first past MAX_IDS (a token lives minutes)."""
+
+    MAX_IDS = 100_000
+
+    def __init__(self) -> None:
+        self.seen: dict[tuple[str, str], dt.datetime] = {}
+        self.lock = threading.Lock()
+
+    def claim(self, iss: str, jti: str, expires_at: dt.datetime) -> bool:
+        moment = now()
+        with self.lock:
+            if len(self.seen) >= self.MAX_IDS:
+                for key in [k for k, until in self.seen.items() if until < moment] or list(self.seen)[:1000]:
+                    del self.seen[key]
+            if (iss, jti) in self.seen and self.seen[(iss, jti)] >= moment:
+                return False
+            self.seen[(iss, jti)] = expires_at
+            return True
+
+
 class FeedbackStore:
     """Cards issued and feedback received, behind one SQLAlchemy URL."""
 
     def __init__(self, url: str, flush_interval: float = FLUSH_INTERVAL) -> None:
         self.engine = make_engine(url)
         self.writer = LogWriter(self.engine, flush_interval)
+        self.window = ReplayWindow()
         live_stores.add(self)
 
     def flush(self, timeout: float = FLUSH_TIMEOUT) -> bool:
@@ -393,16 +495,25 @@ class FeedbackStore:
                 "card_uuid": card["uuid"],
                 "service": service,
                 "rule_id": card["source"]["topic"]["code"],
-                "hook_instance": hook_instance,
+                "hook_instance": storable(hook_instance)[:256],
                 "issued_at": issued_at,
             }
             for card in cards
         ])
 
     def add_feedback(self, service: str, entries: Sequence[FeedbackEntry]) -> int:
-        """Store feedback entries; return how many were new."""
+        """Store feedback entries; return how many were new. StoreUnavailable (503) when the database does not
+        answer: nothing is stored, and the EHR sends it again."""
+        try:
+            return self._add_feedback(service, entries)
+        except sa.exc.SQLAlchemyError as exc:
+            if unreachable(exc):
+                raise StoreUnavailable() from None
+            raise
+
+    def _add_feedback(self, service: str, entries: Sequence[FeedbackEntry]) -> int:
         uuids = {e.card for e in entries}
-        self.flush()  # cards this process issued a moment ago
+        self.flush(FEEDBACK_FLUSH_TIMEOUT)  # cards this process issued a moment ago
         with self.engine.connect() as conn:
             rules = dict(conn.execute(
                 sa.select(cards_issued.c.card_uuid, cards_issued.c.rule_id).where(cards_issued.c.card_uuid.in_(uuids))
@@ -428,19 +539,31 @@ class FeedbackStore:
         return len(new)
 
     def claim_jti(self, iss: str, jti: str, expires_at: dt.datetime) -> bool:
-        """Record a token id; False when it was seen before (a replay). Expired ids are purged."""
-        if len(jti) > 256 or len(iss) > 512:
+        """Record a token id; False when it was seen before (a replay). Expired ids are purged.
+
+        While the database does not answer, ids are kept in this process (ReplayWindow): a replay to the same
+        worker is still refused; one to another worker or instance during the outage is not seen by it. The
+        trade-off: hook calls keep being answered (cards need no database) at that narrower protection."""
+        if len(jti) > 256 or len(iss) > 512 or "\x00" in jti or "\x00" in iss:
             return False
-        with self.engine.begin() as conn:
-            conn.execute(sa.delete(jwt_seen).where(jwt_seen.c.expires_at < now()))
-        return self._insert_ignoring_duplicates(jwt_seen, [{"iss": iss, "jti": jti, "expires_at": expires_at}]) == 1
+        if not self.window.claim(iss, jti, expires_at):
+            return False  # replayed to this process, whether or not the database saw the first
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.delete(jwt_seen).where(jwt_seen.c.expires_at < now()))
+            return self._insert_ignoring_duplicates(jwt_seen, [{"iss": iss, "jti": jti, "expires_at": expires_at}]) == 1
+        except sa.exc.SQLAlchemyError as exc:
+            if not unreachable(exc):
+                raise
+            log.warning(json.dumps({"event": "jwt_replay_check_local", "reason": "the store does not answer"}))
+            return True
 
     def record_evaluation(self, service: str, hook_instance: str | None, status: int, duration_ms: float,
                           rules: Iterable[str], card_uuids: Iterable[str]) -> None:
         """Queue one service call's log row: which rules fired and which cards went back, never patient data."""
         self.writer.put(evaluations, [{
             "service": service,
-            "hook_instance": hook_instance[:256] if hook_instance is not None else None,
+            "hook_instance": storable(hook_instance)[:256] if hook_instance is not None else None,
             "evaluated_at": now(),
             "duration_ms": duration_ms,
             "status": status,

@@ -8,7 +8,7 @@ from typing import Any
 from flask import Flask, Response, g, jsonify
 from werkzeug.exceptions import HTTPException
 
-from cds_service.errors import CDSError
+from cds_service.errors import CDSError, StoreUnavailable
 
 log = logging.getLogger("cds_service")
 
@@ -30,6 +30,8 @@ def register(app: Flask) -> None:
     @app.errorhandler(CDSError)
     def cds_error(exc: CDSError) -> Response:
         response = operation_outcome(exc.status, exc.code, exc.message)
+        if isinstance(exc, StoreUnavailable):
+            response.headers["Retry-After"] = str(exc.retry_after_seconds)
         if exc.status == 413:
             response.headers["Connection"] = "close"  # the unread rest of the body must not become a request
         return response

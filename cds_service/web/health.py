@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
 
+from cds_service.errors import StoreUnavailable
 from cds_service.openapi import document
 from cds_service.partb import report
 from cds_service.web.errors import operation_outcome
@@ -15,7 +16,9 @@ bp = Blueprint("health", __name__)
 def healthz() -> Response:
     rt = current_app.extensions["cds"]
     if not rt.store.ping():
-        return operation_outcome(503, "transient", "The store does not answer.")
+        response = operation_outcome(503, "transient", "The store does not answer.")
+        response.headers["Retry-After"] = str(StoreUnavailable.retry_after_seconds)
+        return response
     return jsonify({"status": "ok", "store": "ok", "cms_quarters": report.summary(rt.settings.partb)})
 
 

@@ -70,7 +70,7 @@ def feedback(service_id: str) -> Response:
     rt = runtime()
     service = service_or_404(service_id)
     entries = protocol.parse_feedback(read_json(current_request(), rt.settings.max_json_depth))
-    stored = rt.store.add_feedback(service.id, entries)
+    stored = rt.store.add_feedback(service.id, entries)  # StoreUnavailable (503) when the database is down
     return jsonify({"received": len(entries), "stored": stored})
 
 

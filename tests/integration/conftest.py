@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -153,3 +155,63 @@ def sekmet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FhirServer]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+# --- a private PostgreSQL the test may stop and start (never the shared one on 5432) ------------
+
+PG_BIN = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)), None)
+
+
+@dataclass
+class PrivatePostgres:
+    """A PostgreSQL cluster of the test's own, in a temporary folder, on a free port of 127.0.0.1."""
+
+    data: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres?connect_timeout=2"
+
+    def pg_ctl(self, *args: str) -> None:
+        assert PG_BIN is not None
+        as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w", "-t", "30", *args)
+
+    def start(self) -> None:
+        self.pg_ctl("-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data}", "-l",
+                    str(self.data / "server.log"), "start")
+
+    def stop(self) -> None:
+        self.pg_ctl("-m", "fast", "stop")
+
+
+def as_postgres(*argv: str) -> None:
+    """Run a PostgreSQL tool as the postgres user (initdb refuses root)."""
+    command = ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else list(argv)
+    subprocess.run(command, check=True, capture_output=True, timeout=60)
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    if PG_BIN is None:
+        pytest.fail("PostgreSQL's server binaries are not under /usr/lib/postgresql")
+    home = Path(tempfile.mkdtemp(prefix="cds-pg-"))  # pytest's own folders are closed to the postgres user
+    os.chmod(home, 0o755)
+    data = home / "pgdata"
+    data.mkdir()
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+    as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "--no-sync")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cluster = PrivatePostgres(data, port)
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        try:
+            cluster.stop()
+        except subprocess.CalledProcessError:
+            pass  # already stopped by the test
+        shutil.rmtree(home, ignore_errors=True)

@@ -170,19 +170,52 @@ def test_one_row_the_database_refuses_costs_only_itself(store: FeedbackStore) ->
     assert sorted(hook_instances(store)) == ["good-1", "good-2"]
 
 
-def test_the_writer_survives_an_unreachable_database() -> None:
+def test_rows_wait_for_an_unreachable_database_and_a_stop_gives_up_on_them() -> None:
     s = FeedbackStore("postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=3", flush_interval=0.01)
+    handler = Collect()
+    logging.getLogger("cds_service.store").addHandler(handler)
     try:
         errors = write_errors("cards_issued")
         s.record_cards(SERVICE, "hi-1", [card("card-1")])
-        assert s.flush(timeout=30)
-        assert write_errors("cards_issued") == errors + 2
         s.record_cards(SERVICE, "hi-2", [card("card-2")])
-        assert s.flush(timeout=30)
-        assert write_errors("cards_issued") == errors + 4
+        assert not s.flush(timeout=1.0)  # not written, not dropped: the rows wait for the database
+        assert write_errors("cards_issued") > errors
         assert s.writer.thread is not None and s.writer.thread.is_alive()
+        assert sum(len(item[1]) for item in s.writer.queue if isinstance(item, tuple)) == 2
+        assert s.writer.stop(timeout=0.5)  # the process going: after the stop's timeout, they are given up
+        assert s.writer.thread is None and not s.writer.queue
+        assert [e["rows"] for e in handler.events if e["event"] == "store_rows_dropped_at_exit"] == [2]
     finally:
+        logging.getLogger("cds_service.store").removeHandler(handler)
         s.dispose()
+
+
+def test_a_full_queue_sheds_rows_counts_them_and_warns_once(
+    store: FeedbackStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("cds_service.store.MAX_QUEUED", 3)
+    handler = Collect()
+    logging.getLogger("cds_service.store").addHandler(handler)
+    try:
+        store.flush()
+        store.writer.flush_interval = 5.0  # at most one write meanwhile: the queue fills
+        before = REGISTRY.get_sample_value("cds_store_rows_shed_total", {"table": "evaluations"}) or 0
+        for n in range(10):
+            store.record_evaluation(SERVICE, f"call-{n}", 200, 1.0, [], [])
+            assert len(store.writer.queue) <= 3  # never more than the bound
+        shed = (REGISTRY.get_sample_value("cds_store_rows_shed_total", {"table": "evaluations"}) or 0) - before
+        assert store.flush()
+        assert len(hook_instances(store)) + shed == 10 and shed >= 5  # every row written or counted as shed
+        assert [e["event"] for e in handler.events].count("store_queue_full") == 1
+    finally:
+        logging.getLogger("cds_service.store").removeHandler(handler)
+
+
+def test_a_nul_in_a_hook_instance_is_stored_as_a_replacement_character(store: FeedbackStore) -> None:
+    store.record_evaluation(SERVICE, "nul-\x00-here", 200, 1.0, [], [])
+    store.record_cards(SERVICE, "nul-\x00-here", [card("card-nul")])
+    assert store.flush()
+    assert hook_instances(store) == ["nul-\ufffd-here"]
 
 
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
