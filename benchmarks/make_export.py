@@ -35,7 +35,8 @@ from typing import IO, Any
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-CATALOG = yaml.safe_load((ROOT / "config" / "default.yaml").read_text(encoding="utf-8"))["drugs"]
+DEFAULT = yaml.safe_load((ROOT / "config" / "default.yaml").read_text(encoding="utf-8"))
+CATALOG, BILLING = DEFAULT["drugs"], DEFAULT["billing"]
 YEAR = 2025
 OFFSETS = [dt.timezone(dt.timedelta(hours=h)) for h in (-5, -6, -7, -8, -4, -10, 0, 1)]
 SNOMED, V3_ROUTE = "http://snomed.info/sct", "http://terminology.hl7.org/CodeSystem/v3-RouteOfAdministration"
@@ -350,17 +351,25 @@ def dosage(rng: random.Random, key: str, route: str, dose: float) -> dict[str, A
     return out
 
 
+def class_of(code: str) -> str:
+    """A catalog drug without a class has its code's (config/default.yaml's billing lists)."""
+    if code in BILLING["hormonal_antineoplastic_codes"]:
+        return "antineoplastic-hormonal"
+    return "antineoplastic-non-hormonal" if code.startswith("J9") else "other"
+
+
 def given(key: str, route: str, dose: float) -> Given:
     """The lines a coder would capture, from the charted drug and dose."""
     drug = CATALOG[key]
     code, unit_size, _ = BILLED[key]
     units = math.ceil(dose / unit_size)
+    drug_class = drug.get("class") or class_of(code)
     if route == "IV":
         admin_code = "96374"
-    elif drug["class"] == "vaccine":
+    elif drug_class == "vaccine":
         admin_code = "90471"
-    elif drug["class"].startswith("antineoplastic"):
-        admin_code = "96401" if drug["class"] == "antineoplastic-non-hormonal" else "96402"
+    elif drug_class.startswith("antineoplastic"):
+        admin_code = "96401" if drug_class == "antineoplastic-non-hormonal" else "96402"
     else:
         admin_code = "96372"
     return Given(route, admin_code, code, units)

@@ -321,7 +321,8 @@ class CardRenderer:
             "quarter_label": drug.quarter.replace("q", " Q") if drug and drug.quarter else None,
             "dose": amount(inj.dose, unit) if inj and inj.dose is not None else None,
             "max_dose": amount(drug.max_dose, unit) if drug and drug.max_dose is not None else None,
-            "date": inj.date_of_service.isoformat() if inj and inj.date_of_service else None,
+            "date": (inj.date_of_service.isoformat() if inj.date_of_service else None) if inj
+            else plain(finding.detail.get("date")),
             "ref": finding.subject,
             "what": "order" if inj and inj.kind == "order" else "administration",
             "planned": visit.hook_kind == "order-sign",

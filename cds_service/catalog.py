@@ -24,9 +24,10 @@ class CuratedDrug(Struct, frozen=True):
     hcpcs: tuple[str, ...]
     billing_unit: Quantity | None  # for a code CMS does not list (J3490); else CMS's unit is used
     allowed_routes: frozenset[RouteClass]
-    drug_class: DrugClass
+    drug_class: DrugClass | None  # None: the class its code gives (chemotherapy J9000-J9999, vaccines)
     max_dose: Quantity | None = None
     vaccine_kind: str | None = None
+    form: str | None = None  # "powder": CMS's package size is a vial, not mL, so a volume is not read through it
 
 
 class Product(Struct, frozen=True):
@@ -61,9 +62,10 @@ def curated_of(key: str, spec: Mapping[str, Any]) -> CuratedDrug:
         hcpcs=tuple(codes) if isinstance(codes, list) else (codes,),
         billing_unit=quantity(spec["billing_unit"]) if "billing_unit" in spec else None,
         allowed_routes=frozenset(RouteClass(r) for r in spec["allowed_routes"]),
-        drug_class=DrugClass(spec["class"]),
+        drug_class=DrugClass(spec["class"]) if "class" in spec else None,
         max_dose=quantity(spec["max_dose"]) if "max_dose" in spec else None,
         vaccine_kind=spec.get("vaccine_kind"),
+        form=spec.get("form"),
     )
 
 

@@ -85,12 +85,13 @@ class Settings:
 def code_classes(billing: Mapping[str, Any]) -> CodeClasses:
     """Drug class and vaccine kind by code (BILLING-FACTS "Drug class from the code")."""
     chemo = billing.get("antineoplastic_codes", {"first": "J9000", "last": "J9999"})
-    vaccines = billing.get("vaccine_codes", {"first": "90476", "last": "90759"})
+    vaccines = billing.get("vaccine_codes", [{"first": "90476", "last": "90759"}, {"first": "91300", "last": "91399"}])
     return CodeClasses(
         antineoplastic=(chemo["first"], chemo["last"]),
         hormonal=frozenset(billing.get("hormonal_antineoplastic_codes", [])),
-        vaccines=(vaccines["first"], vaccines["last"]),
+        vaccines=tuple((r["first"], r["last"]) for r in ([vaccines] if isinstance(vaccines, dict) else vaccines)),
         vaccine_kinds={code: kind for kind, codes in billing.get("vaccine_kinds", {}).items() for code in codes},
+        vaccine_names=frozenset(name.lower() for name in billing.get("vaccine_names", [])),
     )
 
 

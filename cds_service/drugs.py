@@ -43,8 +43,9 @@ class CodeClasses(Struct, frozen=True):
 
     antineoplastic: tuple[str, str] = ("J9000", "J9999")
     hormonal: frozenset[str] = frozenset()
-    vaccines: tuple[str, str] = ("90476", "90759")
+    vaccines: tuple[tuple[str, str], ...] = (("90476", "90759"), ("91300", "91399"))
     vaccine_kinds: Mapping[str, str] = {}  # code -> influenza, pneumococcal, hepatitis-b
+    vaccine_names: frozenset[str] = frozenset()  # brand names that say "a vaccine" (Comirnaty, Arexvy)
 
     def of(self, code: str) -> DrugClass:
         if code in self.hormonal:
@@ -56,7 +57,11 @@ class CodeClasses(Struct, frozen=True):
         return DrugClass.OTHER
 
     def vaccine(self, code: str) -> bool:
-        return in_range(code, self.vaccines)
+        return any(in_range(code, bounds) for bounds in self.vaccines)
+
+    def named_vaccine(self, text: str) -> bool:
+        """A text that says it is a vaccine: a word such as 'vaccine' or 'toxoid', or a configured brand name."""
+        return bool(VACCINE_WORDS.search(text)) or bool(self.vaccine_names & set(names.TOKEN.findall(text.lower())))
 
 
 def in_range(code: str, bounds: tuple[str, str]) -> bool:
@@ -142,7 +147,7 @@ class Formulary:
         text = next(iter(names), None)
         charted_ndc = next((code for system, code in codings if system == "ndc"), None)
         vaccine = any(s == "cvx" or (s in ("hcpcs", "cpt") and self.classes.vaccine(c)) for s, c in codings)
-        vaccine = vaccine or any(VACCINE_WORDS.search(name) for name in names)
+        vaccine = vaccine or any(self.classes.named_vaccine(name) for name in names)
         found = self.identify(codings, names, pick, route, dose)
         if found is None or not found.codes:
             candidates = found.codes if found is not None else ()
@@ -158,7 +163,7 @@ class Formulary:
             text=text,
             ndc=charted_ndc,
             container=container_of(found.product),
-            dose=dose_in_units(dose, drug, found, strength),
+            dose=dose_in_units(dose, drug, found, strength, curated),
             vaccine=vaccine or drug.drug_class is DrugClass.VACCINE,
         )
 
@@ -211,10 +216,13 @@ class Formulary:
                 return Found("name", self.first_in_force(product.drug.hcpcs, at), curated=product.drug,
                              product=product)
         for name in names:
-            if at is not None:
-                match = self.partb.by_name(name, at)
-                if match is not None:
-                    return Found("name", tuple(sorted(match[1])), name=match[0])
+            for words, codes in self.partb.by_names(name, at) if at is not None else ():
+                # A name whose codes are all of another route (an oral product's "ondansetron hydrochloride")
+                # gives way to a shorter one ("ondansetron") that has the injection.
+                fitting = [c for c in codes if (info := self.partb.code(c, at)) is None  # type: ignore[arg-type]
+                           or fits_route(info.description, route)]
+                if fitting:
+                    return Found("name", tuple(sorted(fitting)), name=words)
         return None
 
     def by_code(self, code: str, at: int | None) -> Found | None:
@@ -231,6 +239,8 @@ class Formulary:
             return Found("code", listed, curated=curated)
         if self.partb.known(code):
             return Found("code", self.all_in_force((code,), at))
+        if self.classes.vaccine(code):  # a vaccine CPT code, priced by CMS or not (90707, 91320): its product
+            return Found("code", (code,))
         return None
 
     def by_ndc(self, charted: str, at: int | None) -> Found | None:
@@ -256,11 +266,15 @@ class Formulary:
         codes = tuple(codes)
         if at is None or not codes:
             return codes[:1]
-        for code in codes:
+        for n, code in enumerate(codes):
             current = sorted(self.partb.in_force(code, at))
             listed = [c for c in current if self.partb.code(c, at) is not None]
             if listed:
-                return tuple(listed)
+                # Later codes of the list in force too, for the same molecule, are strengths the dose chooses
+                # between (leuprolide J9217 per 7.5 mg, J1950 per 3.75 mg).
+                same = molecule(self.partb.code(listed[0], at))
+                return tuple(listed) + tuple(
+                    c for c in codes[n + 1:] if (info := self.partb.code(c, at)) is not None and molecule(info) == same)
         return codes[:1]
 
     def all_in_force(self, codes: Iterable[str], at: int | None) -> tuple[str, ...]:
@@ -277,7 +291,7 @@ class Formulary:
 
     def drug(self, code: str, curated: CuratedDrug | None, found: Found, pick: Pick | None) -> Drug:
         info = self.partb.code(code, pick.index) if pick is not None else None
-        drug_class = curated.drug_class if curated is not None else self.classes.of(code)
+        drug_class = curated.drug_class if curated is not None and curated.drug_class else self.classes.of(code)
         nearest = info or (self.partb.nearest_code(code, pick.index) if pick is not None else None)
         unit = unit_of(nearest, curated, drug_class)
         max_dose = None
@@ -387,12 +401,17 @@ def is_esrd(description: str) -> bool:
     return ESRD in text.split() and not any(w in text for w in ("non esrd", "nonesrd", "non  esrd"))
 
 
+def molecule(info: Code | None) -> frozenset[str]:
+    """The words of a code's description that name its drug and salt (not its form, route or amount)."""
+    return frozenset(names.words(info.description)) if info is not None else frozenset()
+
+
 def fit_dose(codes: list[Code], dose: Quantity | None) -> Code | None:
     """The code of a drug billed in several strengths (J1020/J1030/J1040) that the dose fits: the largest
     unit that divides it, else the smallest unit. None for codes of different drugs (their descriptions differ
     but for amounts: J1010 methylprednisolone acetate, J2919 methylprednisolone sodium succinate), or a dose
     that does not convert to every code's unit."""
-    if dose is None or len({frozenset(names.words(info.description)) for info in codes}) != 1:
+    if dose is None or len({molecule(info) for info in codes}) != 1:
         return None
     sized = []
     for info in codes:
@@ -409,7 +428,8 @@ def fit_dose(codes: list[Code], dose: Quantity | None) -> Code | None:
 
 # --- the dose in billing units ------------------------------------------------------------------------
 
-def dose_in_units(dose: Quantity | None, drug: Drug, found: Found, strength: Quantity | None) -> Decimal | None:
+def dose_in_units(dose: Quantity | None, drug: Drug, found: Found, strength: Quantity | None,
+                  curated: CuratedDrug | None = None) -> Decimal | None:
     """A charted dose in the drug's billing unit: by mass or activity; by volume through a known concentration
     (the catalog's, the Medication's strength), else the NDC's package (billable units per mL of a liquid);
     by items (vials) through the package; one per dose for a code billed per dose (a vaccine, 'PER DOSE')."""
@@ -429,16 +449,10 @@ def dose_in_units(dose: Quantity | None, drug: Drug, found: Found, strength: Qua
         concentration = (found.product.per_ml if found.product else None) or strength
         if concentration is not None:
             return convert(dose.value * concentration.value, concentration.unit, target.unit)
-        per_ml = units_per_ml(package) if package is not None and fits_one_item(dose.value, package) else None
+        powder = curated is not None and curated.form == "powder"
+        per_ml = units_per_ml(package) if package is not None and not powder else None
         return dose.value * per_ml * target.value if per_ml is not None else None
     if unit == EACH and package is not None:
         per_item = units_per_item(package)
         return dose.value * per_item * target.value if per_item is not None else None
     return None
-
-
-def fits_one_item(ml: Decimal, package: Package) -> bool:
-    """A volume no larger than one item of the package: CMS gives an item's size in mL for a liquid, but as 1
-    for a vial of powder, whose reconstituted volume it does not give (2.1 mL of a 1 g ceftriaxone vial is
-    not 2.1 vials). A larger dose needs its amount charted, or the concentration."""
-    return package.size is not None and ml <= Decimal(package.size)

@@ -41,7 +41,7 @@ class Tally:
 
     def add_rows(self, rows: Iterable[Mapping[str, Any]]) -> None:
         """Count a batch of rows: whole encounters, so a drug line's rows are all in it (counted once here)."""
-        lines: dict[tuple[str, str, str], Decimal] = {}
+        lines: dict[tuple[str, str], Decimal] = {}
         for row in rows:
             self.findings += 1
             self.by_rule[row["rule_id"]] += 1
@@ -52,7 +52,7 @@ class Tally:
             if row.get("part_b_limit"):
                 rule_id, limit = row["rule_id"], Decimal(row["part_b_limit"])
                 self.at_risk[rule_id] = self.at_risk.get(rule_id, Decimal(0)) + limit
-                lines[(row.get("encounter_id", ""), row.get("admin_id", ""), row.get("drug_code", ""))] = limit
+                lines[(row.get("encounter_id", ""), row.get("admin_id", ""))] = limit  # an admin's one drug line
         self.at_risk_lines += sum(lines.values(), Decimal(0))
 
     def add_flagged(self, patient_id: str, flagged: Iterable[tuple[str, int, tuple[str, ...]]]) -> None:

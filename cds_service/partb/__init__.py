@@ -7,7 +7,7 @@ import logging
 import threading
 from pathlib import Path
 
-from cds_service.partb import build, stored
+from cds_service.partb import build, names, stored
 from cds_service.partb.index import PartB, Pick
 from cds_service.partb.model import Code, Package, Quarter, QuarterData, quarter_label
 
@@ -28,7 +28,7 @@ def load(imported: Path | None) -> PartB:
     that changes nothing else keeps it, and each gunicorn worker shares what the master loaded."""
     dirs = directories(imported)
     files = stored.quarter_files(dirs)
-    of = stored.inputs(files)
+    of = (*stored.inputs(files), names.signature())  # an index derived under other name rules is not used
     with _lock:
         found = _loaded.get(of)
         if found is not None:

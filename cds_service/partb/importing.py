@@ -15,7 +15,7 @@ from pathlib import Path
 from msgspec import Struct
 from msgspec.structs import replace
 
-from cds_service.partb import build, files, stored
+from cds_service.partb import build, files, names, stored
 from cds_service.partb.model import CodeRow, QuarterData, quarter_label
 from cds_service.partb.ndc import hyphenated
 from cds_service.units import parse_dosage
@@ -60,7 +60,7 @@ def import_files(paths: list[Path], directory: Path, shipped: Path = stored.SHIP
     # finds an index for whichever set of quarter files it sees, and never derives one on a request.
     packed = {quarter: stored.pack(quarter_data) for quarter, quarter_data in new.items()}
     files_now: dict[str, Path | bytes] = {q: path for q, path in known.items() if q not in new}
-    of = stored.inputs({**files_now, **packed})
+    of = (*stored.inputs({**files_now, **packed}), names.signature())
     index = stored.write_index(build.index(merged.values(), of), directory, keep_others=True)
     for quarter, stored_bytes in packed.items():
         stored.write_atomically(directory / f"{quarter}{stored.SUFFIX}", stored_bytes)

@@ -189,16 +189,19 @@ class PartB:
         return names.find(self._names, text)
 
     def by_name(self, text: str, at: int) -> tuple[tuple[str, ...], frozenset[str]] | None:
-        """(the name's words, the codes it bills under in the quarter) for a drug named in free text."""
-        found = self.name_match(text)
-        if found is None:
-            return None
-        name, values = found
+        """(the name's words, the codes it bills under in the quarter) of the longest drug name the text starts with."""
+        return next(iter(self.by_names(text, at)), None)
+
+    def by_names(self, text: str, at: int) -> list[tuple[tuple[str, ...], frozenset[str]]]:
+        """Every drug name the text starts with, longest first, with the codes it bills under in the quarter."""
+        return [(name, self.codes_named(values, at)) for name, values in names.find_all(self._names, text)]
+
+    def codes_named(self, values: tuple[tuple[str, int], ...], at: int) -> frozenset[str]:
         in_quarter = {code for code, quarters in values if quarters >> at & 1}
         if not in_quarter:  # named only in other quarters: the codes it had nearest, as they stand here
             nearest = min((abs(i - at), i) for _, quarters in values for i in bits(quarters))[1]
             in_quarter = {c for code, quarters in values if quarters >> nearest & 1 for c in self.in_force(code, at)}
-        return name, frozenset(in_quarter)
+        return frozenset(in_quarter)
 
 
 def bits(mask: int) -> Iterator[int]:

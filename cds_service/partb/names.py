@@ -9,6 +9,7 @@ site). A name shared by several codes gives them all, for the caller to choose a
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 TOKEN = re.compile(r"[a-z][a-z0-9]*")
@@ -19,7 +20,7 @@ NOISE = frozenset({
     "syringes", "prefilled", "kit", "mg", "mcg", "ug", "ml", "g", "gm", "unit", "units", "u", "iu", "meq",
     "each", "ea", "dose", "doses", "powder", "lyophilized", "usp", "nos", "single", "multi", "use", "ampule",
     "ampul", "carpuject", "cartridge", "pen", "autoinjector", "auto", "injector", "infusion", "hr", "mo", "x",
-    "implant", "implants", "extended", "release",
+    "implant", "implants", "extended", "release", "generic", "suspnsion",
 })
 SALTS = frozenset({
     "hcl", "hydrochloride", "sodium", "sod", "na", "potassium", "sulfate", "phosphate", "phos", "acetate",
@@ -27,6 +28,12 @@ SALTS = frozenset({
     "chloride", "disodium", "dihydrate", "anhydrous", "monohydrate",
 })
 MIN_LETTERS = 4  # shorter names ("a", "ns") would match ordinary words
+
+
+def signature() -> str:
+    """What the reading of names depends on: a merged index derived under other word lists is not used."""
+    spec = "|".join([",".join(sorted(NOISE)), ",".join(sorted(SALTS)), str(MIN_LETTERS)])
+    return "names:" + hashlib.sha256(spec.encode()).hexdigest()[:16]
 
 
 def words(text: str) -> tuple[str, ...]:
@@ -48,19 +55,21 @@ def variants(name: str) -> set[tuple[str, ...]]:
 
 
 def find(index: Index, text: str) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]] | None:
-    """The name the text starts with (after words of form, route and amount), the longest; read as written
-    and without salts. Only at the start: later words name diluents and sites ("Zofran 4 mg in sodium
+    """The longest name the text starts with (see find_all)."""
+    return next(iter(find_all(index, text)), None)
+
+
+def find_all(index: Index, text: str) -> list[tuple[tuple[str, ...], tuple[tuple[str, int], ...]]]:
+    """The names the text starts with (after words of form, route and amount), longest first, read as written
+    and without salts; then those its first parenthesis starts with ("Zofran (ondansetron) 4 mg": a brand,
+    then the generic). Only at a start: later words name diluents and sites ("Zofran 4 mg in sodium
     chloride", "... into the knee"), which must not be taken for the drug."""
-    tokens = words(text)
-    bare = [(at, w) for at, w in enumerate(tokens) if w not in SALTS]
-    best: tuple[tuple[int, int], tuple[str, ...], tuple[tuple[str, int], ...]] | None = None
-    for sequence in (list(enumerate(tokens)), bare):
-        plain = tuple(w for _, w in sequence)
-        for start, (at, first) in enumerate(sequence[:1]):
-            for name, values in index.get(first, ()):
-                if plain[start:start + len(name)] == name:
-                    rank = (at, -len(name))
-                    if best is None or rank < best[0]:
-                        best = (rank, name, values)
-                    break  # names are longest first: the first that fits here is the longest
-    return None if best is None else (best[1], best[2])
+    found: list[tuple[tuple[str, ...], tuple[tuple[str, int], ...]]] = []
+    starts = [text, text.split("(", 1)[1]] if "(" in text else [text]
+    for part in starts:
+        tokens = words(part)
+        for sequence in (tokens, unsalted(tokens)):
+            for name, values in index.get(sequence[0], ()) if sequence else ():
+                if sequence[:len(name)] == name and all(name != seen for seen, _ in found):
+                    found.append((name, values))
+    return sorted(found, key=lambda item: -len(item[0]))  # stable: a longer name first, the text's own before

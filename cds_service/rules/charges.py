@@ -56,6 +56,8 @@ def charge_code_mismatch(inj: Injection, visit: Visit) -> Iterator[Finding]:
     if not inj.completed or visit.setting is Setting.FACILITY:
         return
     for charge in linked_charges(inj, visit, visit.policy.administration_codes):
+        if inj.drug is None and wanted is not None and by_class(charge.code, visit) and by_class(wanted.code, visit):
+            continue  # 96401 or 90471 against 96372: the drug's class decides, and the drug is not known
         if wanted is None:  # no administration code applies (oral, a repeat push of one drug): remove it
             yield Finding(deletes=(charge.id or "",), detail={"captured": charge.code, "code": None})
         elif charge.code != wanted.code:
@@ -73,6 +75,14 @@ def charge_units_mismatch(inj: Injection, visit: Visit) -> Iterator[Finding]:
         if charge.units != wanted.units:
             yield Finding(updates=(replace(charge, units=wanted.units, service=charge.service or (inj.ref,)),),
                           detail={"captured": charge.units, "units": wanted.units, "code": wanted.code})
+
+
+def by_class(code: str, visit: Visit) -> bool:
+    """An SC/IM administration code that the drug's class picks: 96372, chemotherapy, a vaccine's."""
+    codes = visit.policy.admin_codes
+    return code == "96372" or code in visit.policy.medicare_vaccine_codes.values() or code in (
+        codes.get("antineoplastic_hormonal"), codes.get("antineoplastic_non_hormonal"), codes.get("vaccine"),
+        codes.get("vaccine_additional"))
 
 
 def charge_unsupported(visit: Visit) -> Iterator[Finding]:
@@ -94,17 +104,22 @@ def code_not_current(inj: Injection, visit: Visit) -> Iterator[Finding]:
     if not inj.completed or visit.setting is Setting.FACILITY:
         return
     wanted = visit.plan.get(inj.ref, PlannedLines()).drug
-    taken = wanted is not None and any(c.code == wanted.code and linked(c, inj, visit) for c in visit.charges)
+    taken = wanted is not None and any(
+        c.code == wanted.code and not c.stale and linked(c, inj, visit) for c in visit.charges)
     for charge in stale_lines(inj, visit):
         detail = {"captured": charge.code, "code": wanted.code if wanted else None,
                   "units": wanted.units if wanted else None, "successors": list(charge.current),
-                  "known": inj.drug is not None, "duplicate": taken, "why": charge.stale,
-                  "quarter": charge.quarter}
-        if wanted is not None and taken:
-            yield Finding(deletes=(charge.id or "",), detail=detail)
-        elif wanted is not None:
+                  "why": charge.stale, "quarter": charge.quarter, "state": ""}
+        if inj.drug is None:
+            yield Finding(detail=detail | {"state": "unknown-drug"})
+        elif wanted is None:
+            yield Finding(detail=detail | {"state": "no-dose"})
+        elif wanted.code == charge.code:  # the drug's own code, and CMS lists nothing in its place
+            yield Finding(detail=detail | {"state": "no-successor"})
+        elif taken:
+            yield Finding(deletes=(charge.id or "",), detail=detail | {"state": "duplicate"})
+        else:
             taken = True
             yield Finding(updates=(replace(charge, code=wanted.code, system=wanted.system, units=wanted.units,
-                                           service=charge.service or (inj.ref,)),), detail=detail)
-        else:
-            yield Finding(detail=detail)
+                                           service=charge.service or (inj.ref,)),),
+                          detail=detail | {"state": "replace"})

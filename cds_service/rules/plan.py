@@ -162,6 +162,8 @@ def stale_lines(inj: Injection, visit: Visit) -> list[ChargeLine]:
             continue
         same_day = [i for i in visit.injections if i.completed and charge.rests_on(i)]
         givers = [i for i in same_day if i.drug is not None and gives(i, charge)]
+        if len({i.drug.key for i in givers if i.drug is not None}) == 1:  # doses of one drug: the first's line
+            givers = sorted(givers, key=lambda i: (i.at is None, instant(i.at), i.ref))[:1]
         givers = givers or [i for i in same_day if i.drug is None]
         if [i.ref for i in givers] == [inj.ref]:
             out.append(charge)

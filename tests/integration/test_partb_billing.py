@@ -276,8 +276,7 @@ def test_a_date_after_the_last_quarter_uses_it_and_says_so(call: Callable[..., d
 
 @pytest.mark.parametrize(("dose", "why"), [
     ((1e308, "mg"), "more J1010 units than any"), ((1e20, "ug"), "more J1010 units than any"),
-    ((1e308, "{vial}"), "more J1010 units than any"),
-    ((1e308, "mL"), "cannot be turned into J1010 units"),  # more than one vial holds: its amount is needed
+    ((1e308, "{vial}"), "more J1010 units than any"), ((1e308, "mL"), "more J1010 units than any"),
 ])
 def test_a_dose_past_any_claim_is_no_drug_line_and_says_why(call: Callable[..., dict[str, Any]],
                                                           dose: tuple[float, str], why: str) -> None:
@@ -387,3 +386,69 @@ def test_im_in_the_text_wins_over_a_site_word(call: Callable[..., dict[str, Any]
     admin["dosage"]["text"] = "40 mg IM for rectal pain"
     answer = call(discharge("2025-06-10", [admin]))
     assert ("96372", 1) in billed(answer) and "route-uncoded" in rules_of(answer)
+
+
+# --- the second review's cases ---------------------------------------------------------------------------
+
+def test_a_code_with_no_replacement_is_flagged_and_its_line_kept(call: Callable[..., dict[str, Any]]) -> None:
+    """Calcitonin (J0630) was last listed in 2025 Q1 and nothing replaced it: a warning, never a removal."""
+    body = discharge("2025-06-10", [given("2025-06-10", medication((NDC, "42023-0205-01")), (100, "U"))],
+                     charges=[charge("ci-96372", "96372", day="2025-06-10"),
+                              charge("ci-drug", "J0630", units=4, day="2025-06-10")])
+    answer = call(body)
+    stale = card(answer, "code-not-current")
+    assert "suggestions" not in stale and "no other code" in " ".join(stale["detail"].split())
+    assert "charge-unsupported" not in rules_of(answer)
+
+
+def test_one_stale_line_for_two_doses_of_one_drug_goes_to_the_first(call: Callable[..., dict[str, Any]]) -> None:
+    first = given("2025-06-10", medication((NDC, DEPO_80)), (80, "mg"))
+    second = administration(2, medication((NDC, DEPO_80)), at="2025-06-10T10:45:00-05:00", dose=(80, "mg"))
+    line = charge("ci-drug", "J1040", units=2, day="2025-06-10", admin=None)
+    answer = call(discharge("2025-06-10", [first, second], charges=[line]))
+    updates = [(rule, code, units) for rule, code, units, _ in answer_charges(answer) if code == "J1010"]
+    assert sorted(updates) == [("admin-96372", "J1010", 80), ("code-not-current", "J1010", 80)]
+
+
+@pytest.mark.parametrize(("text", "code"), [("Zofran (ondansetron) 4 mg", "J2405"),
+                                            ("Generic ondansetron 4 mg", "J2405"),
+                                            ("Ondansetron hydrochloride 4 mg", "J2405")])
+def test_a_brand_first_or_salted_name_finds_the_injection(call: Callable[..., dict[str, Any]], text: str,
+                                                         code: str) -> None:
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication(text=text), (4, "mg"))], diagnosis="R11.2"))
+    assert (code, 4) in billed(answer)
+
+
+@pytest.mark.parametrize(("cpt", "payer", "admin"), [("90679", "commercial", "90471"), ("91320", "commercial", "90471"),
+                                                     ("90707", "commercial", "90471")])
+def test_a_vaccine_cpt_code_is_its_product_priced_by_cms_or_not(
+    call: Callable[..., dict[str, Any]], cpt: str, payer: str, admin: str,
+) -> None:
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication((CPT, cpt)), (0.5, "mL"))],
+                            diagnosis="Z23", payer=payer))
+    assert billed(answer) == {(admin, 1), (cpt, 1)}
+
+
+def test_a_liquid_drawn_from_two_vials_is_read_through_the_package(call: Callable[..., dict[str, Any]]) -> None:
+    """00003-0293-05, 1 mL vials that CMS counts as 4 billable units (J3301, per 10 mg) each: 2 mL is J3301 x8."""
+    answer = call(discharge("2025-06-10", [given("2025-06-10", medication((NDC, "00003-0293-05")), (2, "mL"))],
+                            diagnosis="M54.50"))
+    assert ("J3301", 8) in billed(answer)
+
+
+def test_leuprolide_bills_by_strength_and_class_follows_the_code(call: Callable[..., dict[str, Any]]) -> None:
+    gyn = call(discharge("2025-06-10", [given("2025-06-10", medication(text="Lupron Depot 3.75 mg"), (3.75, "mg"))],
+                         diagnosis="N80.0"))
+    prostate = call(discharge("2025-06-10", [given("2025-06-10", medication(text="Lupron Depot 22.5 mg"),
+                                                   (22.5, "mg"))], diagnosis="C61"))
+    assert billed(gyn) == {("96372", 1), ("J1950", 1)}
+    assert billed(prostate) == {("96402", 1), ("J9217", 3)}
+
+
+def test_a_captured_chemotherapy_code_is_not_rewritten_when_the_drug_is_unknown(
+    call: Callable[..., dict[str, Any]],
+) -> None:
+    body = discharge("2025-06-10", [given("2025-06-10", medication(text="Zofran 4 mg"), (4, "mg"), route="SC")],
+                     charges=[charge("ci-admin", "96401", day="2025-06-10"),
+                              charge("ci-drug", "J9041", units=25, day="2025-06-10")])
+    assert "charge-code-mismatch" not in rules_of(call(body))

@@ -235,10 +235,10 @@ def stale(code: str, charge_id: str = "ci-drug", ref: str | None = REF1, current
                          quarter="2025q1")
 
 
-def detail(captured: str, code: str | None, units: int | None, successors: list[str], *, known: bool = True,
-           duplicate: bool = False, why: str = "dropped") -> dict[str, object]:
+def detail(captured: str, code: str | None, units: int | None, successors: list[str], state: str,
+           why: str = "dropped") -> dict[str, object]:
     return {"captured": captured, "code": code, "units": None if units is None else Decimal(units),
-            "successors": successors, "known": known, "duplicate": duplicate, "why": why, "quarter": "2025q1"}
+            "successors": successors, "why": why, "quarter": "2025q1", "state": state}
 
 
 def test_a_stale_drug_line_is_updated_to_the_planned_code_and_units() -> None:
@@ -246,7 +246,9 @@ def test_a_stale_drug_line_is_updated_to_the_planned_code_and_units() -> None:
     line = stale("J1880", current=("J1885",))
     visit = planned_visit(inj, charges=(captured_line("96372", "ci-96372"), line))
     assert list(code_not_current(inj, visit)) == [Finding(
-        updates=(replace(line, code="J1885", units=Decimal(4)),), detail=detail("J1880", "J1885", 4, ["J1885"]))]
+        updates=(replace(line, code="J1885", units=Decimal(4)),),
+        detail=detail("J1880", "J1885", 4, ["J1885"], "replace"),
+    )]
     assert list(admin_96372(inj, visit)) == []  # the stale line is the drug line: nothing to create
     assert list(charge_unsupported(visit)) == []  # and it has its administration behind it
 
@@ -272,7 +274,7 @@ def test_a_second_stale_line_or_one_beside_the_code_in_force_is_removed() -> Non
     assert [bool(f.updates) for f in findings] == [True, False] and findings[1].deletes == ("ci-b",)
     beside = (captured_line("J1885", "ci-now", units=Decimal(2)), stale("J1880", current=("J1885",)))
     [duplicate] = code_not_current(inj, planned_visit(inj, charges=beside))
-    assert duplicate.deletes == ("ci-drug",) and duplicate.detail["duplicate"] is True
+    assert duplicate.deletes == ("ci-drug",) and duplicate.detail["state"] == "duplicate"
 
 
 def test_a_stale_line_of_another_drug_is_not_this_admins_and_goes_as_unsupported() -> None:
@@ -287,7 +289,7 @@ def test_a_stale_line_without_a_known_drug_says_so_and_changes_nothing() -> None
     inj = make_injection(drug=None, dose=None)
     visit = planned_visit(inj, charges=(stale("J1880", current=("J1885", "J1886")),))
     (finding,) = code_not_current(inj, visit)
-    assert finding == Finding(detail=detail("J1880", None, None, ["J1885", "J1886"], known=False))
+    assert finding == Finding(detail=detail("J1880", None, None, ["J1885", "J1886"], "unknown-drug"))
     assert list(charge_unsupported(visit)) == []  # an unknown drug may be the line's: it is not deleted
 
 
@@ -298,6 +300,17 @@ def test_no_code_not_current_in_a_facility_or_for_an_admin_not_given(setting: Se
     assert list(code_not_current(inj, planned_visit(inj, charges=(line,), setting=setting))) == []
     not_given = replace(inj, status="not-done")
     assert list(code_not_current(not_given, planned_visit(not_given, charges=(line,)))) == []
+
+
+def test_the_drugs_own_code_without_a_replacement_is_flagged_and_kept() -> None:
+    """J1885 itself not in force, and nothing in its place: the planned line is J1885 too; no removal."""
+    inj = make_injection(drug=KETOROLAC, dose=Decimal(30))
+    line = stale("J1885", units=2)
+    visit = planned_visit(inj, charges=(line,))
+    (finding,) = code_not_current(inj, visit)
+    assert finding == Finding(detail=detail("J1885", "J1885", 2, [], "no-successor"))
+    assert list(charge_unsupported(visit)) == []
+    assert [c.code for c in list(admin_96372(inj, visit))[0].creates] == ["96372"]  # the drug line is there
 
 
 def test_a_current_drug_line_is_not_stale() -> None:
