@@ -34,11 +34,11 @@ def rss():
         if line.startswith('VmRSS'):
             return int(line.split()[1]) / 1024
 import cds_service.drugs, cds_service.partb as pb  # the code, before the data
-from cds_service.partb import build, stored
+from cds_service.partb import build, names, stored
 before = rss()
 t = time.perf_counter()
 files = stored.quarter_files([stored.SHIPPED])
-of = stored.inputs(files)
+of = (*stored.inputs(files), names.signature())
 index = stored.find_index([stored.SHIPPED], of)
 decoded = time.perf_counter()
 partb = pb.PartB(index)
