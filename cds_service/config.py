@@ -53,6 +53,7 @@ class Settings:
     threads: int
     timeout_seconds: float
     max_body_bytes: int
+    request_read_seconds: float
     max_json_depth: int
     close_hook: str
     max_cards: int
@@ -217,6 +218,7 @@ def build(data: Mapping[str, Any], source: str, loaded: partb.PartB) -> Settings
         threads=server.get("threads", 2),
         timeout_seconds=server.get("timeout_seconds", 30),
         max_body_bytes=server.get("max_body_bytes", 5 * 1024 * 1024),
+        request_read_seconds=server.get("request_read_seconds", 30),
         max_json_depth=server.get("max_json_depth", 100),
         close_hook=data.get("hooks", {}).get("close_hook", DEFAULT_CLOSE_HOOK),
         max_cards=data.get("hooks", {}).get("max_cards", 20),

@@ -64,6 +64,13 @@ STORE_ROWS_SHED = Counter(
     ["table"],
 )
 
+CONNECTIONS_CLOSED = Counter(
+    "cds_http_connections_closed_total",
+    "Connections the serving layer answered and closed before the app saw their request, by reason: slow (not "
+    "whole within server.request_read_seconds, 408), malformed (not valid HTTP/1.1, 400 or 431), too_large (413).",
+    ["reason"],
+)
+
 
 @functools.cache
 def child(metric: Counter | Histogram, *values: str) -> Any:
@@ -102,6 +109,10 @@ def count_store_write_error(table: str) -> None:
 
 def count_store_rows_shed(table: str, rows: int) -> None:
     STORE_ROWS_SHED.labels(table).inc(rows)
+
+
+def count_connection_closed(reason: str) -> None:
+    child(CONNECTIONS_CLOSED, reason).inc()
 
 
 def exposition() -> tuple[bytes, str]:

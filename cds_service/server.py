@@ -58,7 +58,7 @@ def serve(settings: Settings, *, config_path: str | None, host: str, port: int, 
     options = {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers,
-        "worker_class": "gthread",
+        "worker_class": "cds_service.worker.RequestReadingWorker",  # gthread, reading each request whole first
         "threads": settings.threads,
         "timeout": settings.timeout_seconds,
         "graceful_timeout": 10,

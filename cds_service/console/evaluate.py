@@ -35,12 +35,12 @@ from cds_service.fhir.client import FhirClient
 from cds_service.runtime import Runtime
 from cds_service.service import Outcome
 from cds_service.web.body import loads
+from cds_service.web.errors import GENERIC_500, outcome_body
 
 log = logging.getLogger("cds_service.console")
 
 EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
 CLOSE_HOOK_PLACEHOLDER = "__CLOSE_HOOK__"
-GENERIC_500 = "The service could not answer this request."
 MAX_CONFIG_NODES = 200_000  # a pasted configuration larger than this once YAML aliases are expanded is refused
 
 
@@ -97,14 +97,6 @@ class Evaluation:
         return list(self.body.get("cards", [])) if self.ok else []
 
 
-def operation_outcome(status: int, code: str, text: str) -> dict[str, Any]:
-    """The body web.errors sends for the same failure."""
-    return {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error" if status < 500 else "fatal", "code": code, "diagnostics": text}],
-    }
-
-
 def parse_body(text: str, rt: Runtime) -> Any:
     """The JSON text as the API would read it: 413 past the size limit, 400 when malformed or too deep."""
     if len(text.encode("utf-8", errors="replace")) > rt.settings.max_body_bytes:
@@ -137,10 +129,10 @@ def evaluate(rt: Runtime, text: str, service_id: str | None) -> Evaluation:
         outcome = run(rt, body, service)
         return Evaluation(chosen, 200, outcome.response, elapsed(started), outcome)
     except CDSError as exc:
-        return Evaluation(chosen, exc.status, operation_outcome(exc.status, exc.code, exc.message), elapsed(started))
+        return Evaluation(chosen, exc.status, outcome_body(exc.status, exc.code, exc.message), elapsed(started))
     except Exception as exc:  # as the API: a generic 500, details only in the log
         log.error(json.dumps({"event": "console_evaluation_failed", "error": type(exc).__name__}))
-        return Evaluation(chosen, 500, operation_outcome(500, "exception", GENERIC_500), elapsed(started))
+        return Evaluation(chosen, 500, outcome_body(500, "exception", GENERIC_500), elapsed(started))
 
 
 def run(rt: Runtime, body: Any, service: protocol.ServiceDef) -> Outcome:

@@ -12,16 +12,33 @@ from cds_service.errors import CDSError, StoreUnavailable
 
 log = logging.getLogger("cds_service")
 
-HTTP_ISSUE_CODES = {400: "invalid", 404: "not-found", 405: "not-supported", 413: "too-costly", 415: "not-supported"}
+HTTP_ISSUE_CODES = {400: "invalid", 403: "forbidden", 404: "not-found", 405: "not-supported", 408: "timeout",
+                    413: "too-costly", 414: "too-costly", 415: "not-supported", 431: "too-costly", 500: "exception",
+                    501: "not-supported"}
 GENERIC_500 = "The service could not answer this request."
+TOO_LARGE = "The request body is larger than this service accepts."
+# Requests the serving layer (cds_service.worker) refuses before the app sees them.
+REFUSED_BY_SERVER = {
+    400: "The request is not valid HTTP/1.1.",
+    403: "The request is refused.",
+    408: "The request did not arrive whole within the time this service allows (server.request_read_seconds).",
+    413: TOO_LARGE,
+    414: "The request's target is longer than this service accepts.",
+    431: "The request's header fields are larger than this service accepts.",
+    500: GENERIC_500,
+    501: "The request's transfer coding is not supported.",
+}
 
 
-def operation_outcome(status: int, code: str, text: str) -> Response:
-    body: dict[str, Any] = {
+def outcome_body(status: int, code: str, text: str) -> dict[str, Any]:
+    return {
         "resourceType": "OperationOutcome",
         "issue": [{"severity": "error" if status < 500 else "fatal", "code": code, "diagnostics": text}],
     }
-    response = jsonify(body)
+
+
+def operation_outcome(status: int, code: str, text: str) -> Response:
+    response = jsonify(outcome_body(status, code, text))
     response.status_code = status
     return response
 
@@ -42,7 +59,7 @@ def register(app: Flask) -> None:
         text = {
             404: "No such endpoint or service.",
             405: "Method not allowed on this endpoint.",
-            413: "The request body is larger than this service accepts.",
+            413: TOO_LARGE,
         }.get(status, exc.name)
         response = operation_outcome(status, HTTP_ISSUE_CODES.get(status, "exception"), text)
         if status == 413:
