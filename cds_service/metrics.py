@@ -66,8 +66,9 @@ STORE_ROWS_SHED = Counter(
 
 CONNECTIONS_CLOSED = Counter(
     "cds_http_connections_closed_total",
-    "Connections the serving layer answered and closed before the app saw their request, by reason: slow (not "
-    "whole within server.request_read_seconds, 408), malformed (not valid HTTP/1.1, 400 or 431), too_large (413).",
+    "Connections the serving layer closed before the app saw a request on them, by reason: slow (not whole within "
+    "server.request_read_seconds, 408), idle (not a byte within it; closed unanswered), malformed (not valid "
+    "HTTP/1.1, 400, 414 or 431), too_large (413).",
     ["reason"],
 )
 

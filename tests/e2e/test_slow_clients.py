@@ -168,6 +168,15 @@ def test_a_request_not_whole_in_time_is_408_and_counted(strict_server: Server) -
     assert {event["level"] for event in warned} == {"warning"}
 
 
+def test_a_connection_that_sends_nothing_is_closed_unanswered(strict_server: Server) -> None:
+    before = closed_counter(strict_server, "idle")
+    with connection(strict_server) as sock:
+        started = time.monotonic()
+        assert sock.recv(100) == b""  # closed, with no 408 to a client that asked nothing
+        assert 1.4 <= time.monotonic() - started < 6
+    assert closed_counter(strict_server, "idle") == before + 1
+
+
 def test_an_idle_keepalive_connection_keeps_its_own_timeout(strict_server: Server) -> None:
     """The read deadline starts at a request's first byte: a kept-alive connection idle for longer than it still
     serves its next request (gunicorn's keepalive of 5 s ends it later)."""

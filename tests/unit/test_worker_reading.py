@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cds_service.worker import Reading
+from cds_service.worker import Reading, plainly_whole
 
 MAX_BODY = 4096
 
@@ -54,6 +55,26 @@ def test_a_get_without_a_body_is_whole_at_its_blank_line() -> None:
     assert reading.feed(b"\r\nGET /next") == ("whole", len(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n"))
 
 
+@pytest.mark.parametrize(("head", "verdict"), [
+    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n{}", "refuse"),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: +2\r\n\r\n{}", "refuse"),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length : 2\r\n\r\n{}", "refuse"),
+    # h11 reads these, and gunicorn then refuses them: a repeated Content-Length, a folded line
+    (b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n{}", "whole"),
+    (b"POST / HTTP/1.1\r\nHost: h\r\nX: a\r\n Content-Length: 2\r\n\r\n{}", "whole"),
+])
+def test_framing_two_parsers_could_read_differently_goes_to_h11(head: bytes, verdict: str) -> None:
+    assert plainly_whole(head, MAX_BODY) is None
+    assert Reading(0, MAX_BODY).feed(head)[0] == verdict
+
+
+def test_plain_framing_is_read_without_h11() -> None:
+    request = post(b"{}") + b"GET /next"
+    reading = Reading(0, MAX_BODY)
+    assert reading.feed(request) == ("whole", len(post(b"{}")))
+    assert reading.parser is None
+
+
 def test_refusals() -> None:
     assert Reading(0, MAX_BODY).feed(post(b"x" * (MAX_BODY + 1))[:80]) == ("refuse", 413)
     chunked = Reading(0, MAX_BODY)
@@ -62,7 +83,11 @@ def test_refusals() -> None:
     assert chunked.feed(b"1\r\na\r\n") == ("refuse", 413)
     smuggled = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n"
     assert Reading(0, MAX_BODY).feed(smuggled) == ("refuse", 400)
-    assert Reading(0, MAX_BODY).feed(b"GET / HTTP/1.1\r\nHost h\r\n\r\n") == ("refuse", 400)
+    assert Reading(0, MAX_BODY).feed(b"GET / HTTP/1.1\r\nHost h\r\n\r\n" + b"x")[0] == "whole"  # gunicorn's 400
+    assert Reading(0, MAX_BODY).feed(b"GET / HTTP/1.1\r\nHost h\r\n")[0] == "more"
+    split = Reading(0, MAX_BODY)
+    assert split.feed(b"GET / HTTP/1.1\r\n") == ("more", 0)
+    assert split.feed(b"Host h\r\n\r\n") == ("refuse", 400)  # what arrives in pieces, h11 reads
     assert Reading(0, MAX_BODY).feed(b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 70_000 + b"\r\n\r\n")[1] == 431
     assert Reading(0, MAX_BODY).feed(b"GET / HTTP/1.1\r\nHost: h\r\nX: " + b"a" * 70_000)[1] == 431  # unfinished
     assert Reading(0, MAX_BODY).feed(b"") == ("refuse", 0)  # closed before a byte
