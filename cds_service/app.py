@@ -6,6 +6,7 @@ import gc
 import os
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from cds_service import config as configuration
 from cds_service import console, reload, runtime
@@ -28,6 +29,8 @@ def build_app(settings: Settings) -> Flask:
     store = FeedbackStore(settings.store_url)
     store.create_schema()
     app = Flask(__name__)
+    if settings.trusted_proxies:  # the client's address from X-Forwarded-For, as far back as proxies are trusted
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["cds"] = runtime.build(settings, store, templates)

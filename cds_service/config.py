@@ -54,6 +54,7 @@ class Settings:
     timeout_seconds: float
     max_body_bytes: int
     request_read_seconds: float
+    trusted_proxies: int
     max_json_depth: int
     close_hook: str
     max_cards: int
@@ -63,6 +64,8 @@ class Settings:
     cors_origins: tuple[str, ...]
     console_enabled: bool
     console_token: str
+    console_login_failures: int
+    console_lockout_seconds: float
     reports_token: str
     facility_encounter_classes: frozenset[str]
     facility_pos_codes: frozenset[str]
@@ -219,6 +222,7 @@ def build(data: Mapping[str, Any], source: str, loaded: partb.PartB) -> Settings
         timeout_seconds=server.get("timeout_seconds", 30),
         max_body_bytes=server.get("max_body_bytes", 5 * 1024 * 1024),
         request_read_seconds=server.get("request_read_seconds", 30),
+        trusted_proxies=server.get("trusted_proxies", 0),
         max_json_depth=server.get("max_json_depth", 100),
         close_hook=data.get("hooks", {}).get("close_hook", DEFAULT_CLOSE_HOOK),
         max_cards=data.get("hooks", {}).get("max_cards", 20),
@@ -233,6 +237,8 @@ def build(data: Mapping[str, Any], source: str, loaded: partb.PartB) -> Settings
         cors_origins=tuple(data.get("cors", {}).get("origins", ["*"])),
         console_enabled=console.get("enabled", False),
         console_token=console.get("token", ""),
+        console_login_failures=console.get("login_failures", 10),
+        console_lockout_seconds=console.get("lockout_seconds", 900),
         reports_token=data.get("reports", {}).get("token", ""),
         facility_encounter_classes=frozenset(billing.get("facility_encounter_classes", [])),
         facility_pos_codes=frozenset(billing.get("facility_pos_codes", [])),

@@ -72,6 +72,12 @@ CONNECTIONS_CLOSED = Counter(
     ["reason"],
 )
 
+CONSOLE_LOGINS = Counter(
+    "cds_console_logins_total",
+    "Console logins by outcome: ok, wrong_token, locked (refused with 429: too many wrong tokens from the address).",
+    ["outcome"],
+)
+
 
 @functools.cache
 def child(metric: Counter | Histogram, *values: str) -> Any:
@@ -114,6 +120,10 @@ def count_store_rows_shed(table: str, rows: int) -> None:
 
 def count_connection_closed(reason: str) -> None:
     child(CONNECTIONS_CLOSED, reason).inc()
+
+
+def count_console_login(outcome: str) -> None:
+    child(CONSOLE_LOGINS, outcome).inc()
 
 
 def exposition() -> tuple[bytes, str]:

@@ -76,6 +76,17 @@ jwt_seen = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False, index=True),
 )
 
+# Wrong console tokens by client address: the console's login lockout, shared by every worker and instance.
+console_login_failures = sa.Table(
+    "console_login_failures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("address", sa.String(64), nullable=False),
+    sa.Column("failed_at", sa.DateTime(timezone=True), nullable=False),
+)
+sa.Index("ix_console_login_failures_address", console_login_failures.c.address, console_login_failures.c.failed_at)
+sa.Index("ix_console_login_failures_failed_at", console_login_failures.c.failed_at)
+
 # One row per service call, successful or not. No patient identifiers: ids of rules and cards only.
 evaluations = sa.Table(
     "evaluations",
@@ -94,6 +105,11 @@ sa.Index("ix_evaluations_evaluated_at", evaluations.c.evaluated_at)
 
 def now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def aware(moment: dt.datetime) -> dt.datetime:
+    """A stored time in UTC: SQLite gives back the UTC time it was given, without its zone."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 def make_engine(url: str) -> Engine:
@@ -557,6 +573,44 @@ class FeedbackStore:
                 raise
             log.warning(json.dumps({"event": "jwt_replay_check_local", "reason": "the store does not answer"}))
             return True
+
+    def login_failures(self, address: str, since: dt.datetime) -> list[dt.datetime] | None:
+        """When the wrong console tokens from this address since `since` were given, oldest first, as every
+        instance recorded them; None while the database does not answer."""
+        rows = console_login_failures
+        try:
+            with self.engine.connect() as conn:
+                return [aware(at) for at in conn.execute(
+                    sa.select(rows.c.failed_at).where(rows.c.address == address[:64], rows.c.failed_at >= since)
+                    .order_by(rows.c.failed_at)).scalars()]
+        except sa.exc.SQLAlchemyError as exc:
+            if not unreachable(exc):
+                raise
+            return None
+
+    def add_login_failure(self, address: str, at: dt.datetime, forget_before: dt.datetime) -> bool:
+        """Record a wrong console token; rows older than `forget_before` go. False while the database does not
+        answer."""
+        rows = console_login_failures
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.delete(rows).where(rows.c.failed_at < forget_before))
+                conn.execute(sa.insert(rows).values(address=address[:64], failed_at=at))
+            return True
+        except sa.exc.SQLAlchemyError as exc:
+            if not unreachable(exc):
+                raise
+            return False
+
+    def clear_login_failures(self, address: str) -> None:
+        """The right token was given: this address's wrong ones no longer count (kept while the database is
+        down)."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.delete(console_login_failures).where(console_login_failures.c.address == address[:64]))
+        except sa.exc.SQLAlchemyError as exc:
+            if not unreachable(exc):
+                raise
 
     def record_evaluation(self, service: str, hook_instance: str | None, status: int, duration_ms: float,
                           rules: Iterable[str], card_uuids: Iterable[str]) -> None:

@@ -12,6 +12,8 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import logging
+import math
 import secrets
 import time
 from functools import lru_cache
@@ -35,8 +37,8 @@ from flask.typing import ResponseReturnValue
 from itsdangerous import URLSafeTimedSerializer
 from werkzeug.exceptions import NotFound
 
-from cds_service import analytics
-from cds_service.console import evaluate, present
+from cds_service import analytics, metrics
+from cds_service.console import evaluate, lockout, present
 from cds_service.errors import InvalidHookRequest
 from cds_service.partb import report
 from cds_service.runtime import Runtime
@@ -46,6 +48,7 @@ bp = Blueprint(
     static_folder="static", static_url_path="/static",
 )
 
+log = logging.getLogger("cds_service.console")
 COOKIE_NAME = "cds_console"
 SESSION_HOURS = 12
 FORM_SLACK_BYTES = 64 * 1024  # the other form fields beside a request or configuration of max_body_bytes
@@ -97,6 +100,7 @@ class ConsoleSessionInterface(SecureCookieSessionInterface):
 def install(app: Flask) -> None:
     """Serve the console; build_app calls this only when console.enabled is true."""
     app.session_interface = ConsoleSessionInterface()
+    app.extensions["console-lockout"] = lockout.Lockout()  # outlives a reload: the runtime is rebuilt, not this
     app.register_blueprint(bp)
 
 
@@ -161,10 +165,29 @@ def login() -> ResponseReturnValue:
     if request.method == "GET":
         error = "That is not the console token." if session.pop("refused", False) else None
         return render_template("console/login.html", error=error)
+    settings, store = runtime().settings, runtime().store
+    guard: lockout.Lockout = current_app.extensions["console-lockout"]
+    address = lockout.client_key(request.remote_addr)
+    standing = guard.standing(store, address, settings.console_login_failures, settings.console_lockout_seconds)
+    if standing.retry_after is not None:
+        metrics.count_console_login("locked")
+        if guard.first_refusal(address, standing.retry_after):
+            log.warning(json.dumps({"event": "console_login_locked", "address": address,
+                                    "retry_after_seconds": standing.retry_after}))
+        minutes = math.ceil(standing.retry_after / 60)
+        page = render_template("console/login.html", error=(
+            f"Too many wrong tokens from your address: try again in {minutes} minute{'s' if minutes > 1 else ''}."))
+        return page, 429, {"Retry-After": str(standing.retry_after)}
     given = str(request.form.get("token", ""))
     if not hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8")):
+        guard.failed(store, address, settings.console_lockout_seconds)
+        metrics.count_console_login("wrong_token")
+        log.warning(json.dumps({"event": "console_login_failed", "address": address,
+                                "failures": standing.failures + 1, "limit": settings.console_login_failures}))
         session["refused"] = True  # said on the login page the browser is sent back to
         return redirect(url_for("console.login"), code=303)
+    guard.succeeded(store, address)
+    metrics.count_console_login("ok")
     session.clear()
     session["auth"] = True
     session["at"] = int(time.time())

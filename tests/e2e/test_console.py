@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -363,3 +364,31 @@ def test_the_drug_codes_page_looks_a_drug_up_quarter_by_quarter(
     w.page.fill("#q", "<script>alert(1)</script>")
     w.page.click("#lookup-button")
     assert "not in CMS's Part B files" in w.page.inner_text("#lookup-read-as")
+
+
+def test_a_hundred_wrong_tokens_over_http_are_locked_out_across_workers(fresh_server: Callable[..., Server]) -> None:
+    """The issue's attack, on a real server of two workers: 100 wrong tokens as fast as they go. The first 10 are
+    heard (whichever worker takes them: the count is in the store), then 429 with Retry-After; each failure is
+    logged with the address, the tokens never."""
+    srv = fresh_server({"console": {"enabled": True, "token": TOKEN}})
+    statuses = []
+    for n in range(100):
+        with new_session() as http:  # a new connection each: both workers take a share
+            page = http.get(srv.url("/console/login"), timeout=10).text
+            form = re.search(r'name="csrf_token" value="([^"]+)"', page)
+            assert form, page[:300]
+            response = http.post(srv.url("/console/login"), data={"csrf_token": form.group(1), "token": f"guess-{n}"},
+                                 allow_redirects=False, timeout=10)
+            statuses.append(response.status_code)
+    assert statuses == [303] * 10 + [429] * 90
+    assert 0 < int(response.headers["Retry-After"]) <= 900
+    time.sleep(0.3)
+    log = srv.stderr()
+    failed = [json.loads(line) for line in log.splitlines() if '"console_login_failed"' in line]
+    assert sorted(e["failures"] for e in failed) == list(range(1, 11))
+    assert {e["address"] for e in failed} == {"127.0.0.1"}
+    assert "guess-" not in log and TOKEN not in log
+    with new_session() as http:
+        metrics = http.get(srv.url("/metrics"), timeout=10).text
+    assert 'cds_console_logins_total{outcome="wrong_token"} 10.0' in metrics
+    assert 'cds_console_logins_total{outcome="locked"} 90.0' in metrics

@@ -29,7 +29,7 @@ PG_BASE = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 SERVICE = "injection-billing-encounter-discharge"
 PATIENT_ID = "pt-4f2b4345"  # scenario 01's patient
 CONDITION_CODE = "D51.0"  # and the condition on its chart
-TABLES = {"cards_issued", "feedback", "jwt_seen", "evaluations"}
+TABLES = {"cards_issued", "feedback", "jwt_seen", "evaluations", "console_login_failures"}
 
 
 @pytest.fixture
@@ -55,13 +55,13 @@ def version_rows(engine: Engine) -> list[str]:
 def test_upgrade_from_empty_then_again_does_nothing(engine: Engine) -> None:
     assert migrations.current(engine) is None
     assert table_names(engine) == set()
-    assert migrations.upgrade(engine) == migrations.head() == "0002"
+    assert migrations.upgrade(engine) == migrations.head() == "0003"
     assert table_names(engine) == TABLES | {"alembic_version"}
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO cards_issued VALUES ('c-1', 's', 'r', 'hi', CURRENT_TIMESTAMP)"))
-    assert migrations.upgrade(engine) == "0002"
-    assert migrations.current(engine) == "0002"
-    assert version_rows(engine) == ["0002"]
+    assert migrations.upgrade(engine) == "0003"
+    assert migrations.current(engine) == "0003"
+    assert version_rows(engine) == ["0003"]
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM cards_issued")).scalar_one() == 1
 
@@ -77,8 +77,8 @@ def test_a_worker_starting_on_a_database_at_head_does_not_load_alembic(tmp_path:
     run = [sys.executable, "-c", script, url]
     first = subprocess.run(run, capture_output=True, text=True, timeout=120, check=True).stdout.split()
     again = subprocess.run(run, capture_output=True, text=True, timeout=120, check=True).stdout.split()
-    assert first == ["0002", "True"]  # a new database: migrated by Alembic
-    assert again == ["0002", "False"]  # at head: the version is read with SQLAlchemy alone
+    assert first == ["0003", "True"]  # a new database: migrated by Alembic
+    assert again == ["0003", "False"]  # at head: the version is read with SQLAlchemy alone
 
 
 def test_migrated_schema_matches_metadata(engine: Engine) -> None:
@@ -91,17 +91,19 @@ def test_migrated_schema_matches_metadata(engine: Engine) -> None:
 def test_revisions_apply_one_at_a_time(engine: Engine) -> None:
     assert migrations.upgrade(engine, "0001") == "0001"
     assert table_names(engine) == {"cards_issued", "feedback", "jwt_seen", "alembic_version"}
-    assert migrations.upgrade(engine) == "0002"
+    assert migrations.upgrade(engine) == "0003"
     assert "evaluations" in table_names(engine)
     indexes = {ix["name"] for ix in sa.inspect(engine).get_indexes("evaluations")}
     assert "ix_evaluations_evaluated_at" in indexes
+    indexes = {ix["name"] for ix in sa.inspect(engine).get_indexes("console_login_failures")}
+    assert indexes == {"ix_console_login_failures_address", "ix_console_login_failures_failed_at"}
 
 
 def test_a_database_made_before_migrations_is_adopted(engine: Engine) -> None:
     metadata.create_all(engine, tables=[metadata.tables[t] for t in ("cards_issued", "feedback", "jwt_seen")])
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO cards_issued VALUES ('c-1', 's', 'r', 'hi', CURRENT_TIMESTAMP)"))
-    assert migrations.upgrade(engine) == "0002"
+    assert migrations.upgrade(engine) == "0003"
     assert "evaluations" in table_names(engine)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM cards_issued")).scalar_one() == 1
@@ -111,10 +113,10 @@ def test_store_create_schema_is_the_upgrade(store_url: str) -> None:
     store = FeedbackStore(store_url)
     try:
         assert store.ping() is False
-        assert store.create_schema() == "0002"
-        assert store.create_schema() == "0002"
+        assert store.create_schema() == "0003"
+        assert store.create_schema() == "0003"
         assert store.ping() is True
-        assert version_rows(store.engine) == ["0002"]
+        assert version_rows(store.engine) == ["0003"]
     finally:
         store.dispose()
 
@@ -155,11 +157,11 @@ def test_concurrent_start_ups_all_succeed(store_url: str, tmp_path: Path) -> Non
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    assert [(p.returncode, out.strip()) for p, (out, _) in zip(procs, outputs, strict=True)] == [(0, "0002")] * 3, [
+    assert [(p.returncode, out.strip()) for p, (out, _) in zip(procs, outputs, strict=True)] == [(0, "0003")] * 3, [
         err[-2000:] for _, err in outputs]
     e = make_engine(store_url)
     try:
-        assert version_rows(e) == ["0002"]
+        assert version_rows(e) == ["0003"]
     finally:
         e.dispose()
 
@@ -176,7 +178,7 @@ def test_a_new_sqlite_file_goes_to_wal_mode_once_another_writer_lets_go(tmp_path
     started = time.monotonic()
     store = FeedbackStore(f"sqlite:///{path}")
     try:
-        assert store.create_schema() == "0002"
+        assert store.create_schema() == "0003"
         assert time.monotonic() - started >= 0.25
         with store.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -207,7 +209,7 @@ def test_concurrent_upgrades_in_one_process_all_succeed(store_url: str) -> None:
         for t in threads:
             t.join(timeout=60)
         assert failures == []
-        assert results == ["0002"] * len(engines)
+        assert results == ["0003"] * len(engines)
     finally:
         for e in engines:
             e.dispose()
@@ -234,11 +236,11 @@ def test_cli_db_upgrade_and_current(make_config: Callable[..., Path], tmp_path: 
     assert cli.main(["db", "current", "--config", str(config)]) == 0
     assert capsys.readouterr().out.strip() == "none"
     assert cli.main(["db", "upgrade", "--config", str(config)]) == 0
-    assert capsys.readouterr().out.strip() == "0002 (head)"
+    assert capsys.readouterr().out.strip() == "0003 (head)"
     assert cli.main(["db", "upgrade", "--config", str(config)]) == 0
-    assert capsys.readouterr().out.strip() == "0002 (head)"
+    assert capsys.readouterr().out.strip() == "0003 (head)"
     assert cli.main(["db", "current", "--config", str(config)]) == 0
-    assert capsys.readouterr().out.strip() == "0002 (head)"
+    assert capsys.readouterr().out.strip() == "0003 (head)"
     e = make_engine(f"sqlite:///{tmp_path}/cli/cds.db")
     try:
         assert TABLES <= table_names(e)

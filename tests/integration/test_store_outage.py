@@ -1,5 +1,6 @@
 """The database down: hook calls keep answering, feedback and /healthz say 503 with Retry-After, the write-behind
-rows wait and are written when it is back, and JWT replay protection goes on in each process.
+rows wait and are written when it is back, and JWT replay protection and the console's login lockout go on in
+each process.
 
 Against a private PostgreSQL the test stops and starts (tests/integration/conftest.py), never the shared one."""
 
@@ -16,6 +17,7 @@ from cds_service import create_app
 from cds_service.store import FeedbackStore
 from tests.conftest import load_scenario, topics
 from tests.integration.conftest import PrivatePostgres
+from tests.protocol.test_console_lockout import attempt
 from tests.security.test_jwt import ISS, JWKS, bearer, token
 
 DISCHARGE = "/cds-services/injection-billing-encounter-discharge"
@@ -81,5 +83,22 @@ def test_what_a_client_sees_while_the_database_is_down(
         assert client.get("/healthz").status_code == 200
         assert client.post(FEEDBACK, json=feedback_body(),
                            headers=bearer(token(aud=url + "/feedback"))).status_code == 200
+    finally:
+        app.extensions["cds"].store.dispose()
+
+
+def test_console_lockout_goes_on_from_memory_while_the_database_is_down(
+    private_postgres: PrivatePostgres, make_config: Callable[..., Path]
+) -> None:
+    config = make_config(store={"url": private_postgres.url},
+                         console={"enabled": True, "token": "console-s3cret", "login_failures": 3})
+    app = create_app(str(config))
+    try:
+        assert attempt(app.test_client(), "wrong").status_code == 303  # counted in the database
+        private_postgres.stop()
+        assert [attempt(app.test_client(), "wrong").status_code for _ in range(3)] == [303, 303, 429]
+        private_postgres.start()
+        assert attempt(app.test_client(), "console-s3cret").status_code == 429  # still locked
+        assert attempt(app.test_client(), "console-s3cret", address="198.51.100.8").status_code == 303
     finally:
         app.extensions["cds"].store.dispose()
