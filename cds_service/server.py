@@ -11,6 +11,7 @@ import glob
 import json
 import logging
 import os
+import resource
 import shutil
 import tempfile
 from typing import Any
@@ -60,6 +61,8 @@ def serve(settings: Settings, *, config_path: str | None, host: str, port: int, 
         "workers": workers,
         "worker_class": "cds_service.worker.RequestReadingWorker",  # gthread, reading each request whole first
         "threads": settings.threads,
+        "worker_connections": worker_connections(),
+        "sendfile": False,  # every answer goes through cds_service.worker's Outbox
         "timeout": settings.timeout_seconds,
         "graceful_timeout": 10,
         "keepalive": 5,
@@ -81,6 +84,21 @@ def serve(settings: Settings, *, config_path: str | None, host: str, port: int, 
         if metrics_dir is not None and os.getpid() == master:  # a worker's SystemExit passes through here too
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def worker_connections() -> int:
+    """Connections a worker holds at once: as many as the process may open files, less a margin, up to 10,000.
+    The soft limit is raised to the hard one first (a worker's slow and idle connections hold descriptors, not
+    threads: cds_service.worker)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        wanted = 65536 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass
+    return max(100, min(10_000, soft - 200))
 
 
 def prepare_metrics_dir() -> str | None:

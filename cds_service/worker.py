@@ -1,26 +1,30 @@
-"""The gunicorn worker: a thread takes a request only once it has arrived whole.
+"""The gunicorn worker: a thread takes a request only once it has arrived whole, and leaves its answer to the event
+loop when the client does not take it at once. No thread ever waits on a client.
 
 gunicorn's gthread worker hands a connection to one of its threads at the request's first byte, and the thread
-reads the rest with blocking calls: a client that sends a byte a second holds that thread until it is done, and
-four such clients held every thread of a default instance. Here a thread reads what the socket holds without
-waiting; a request whole in that one read (almost every request) is served at once, as before. Anything
-less goes back to the worker's event loop, which reads the rest without blocking (h11 says when it is whole)
-and then gives it to a thread, from memory. A slow or idle connection costs a file descriptor and a buffer,
-never a thread; the common path costs what gunicorn's own does (benchmarks/ab.py: 0.998 of its throughput
-per core, where reading every request in the event loop with h11 cost 13%).
+reads the rest, and writes the answer, with blocking calls: a client that sends a byte a second, or reads
+nothing, holds that thread until it is done, and four such clients held every thread of a default instance.
+Here a thread reads what the socket holds without waiting; a request whole in that one read (almost every
+request) is served at once, as before. Anything less goes back to the worker's event loop, which reads the rest
+without blocking (cds_service.arrival says when it is whole) and then gives it to a thread, from memory. The
+thread writes its answer without blocking too (Outbox); what the socket does not take at once, the event loop
+sends as the client reads, and only then reads the connection's next request. A slow or idle connection costs a
+file descriptor and a buffer, never a thread; the common path costs what gunicorn's own does (benchmarks/ab.py:
+0.998 of its throughput per core, where reading every request in the event loop with h11 cost 13%).
 
 - A request not whole within server.request_read_seconds of its first byte is answered 408 and closed; a new
-  connection that sends nothing within that time is closed unanswered.
-- A head h11 cannot read is answered 400 (431 when too large) and closed, and so is one with both a
-  Content-Length and a Transfer-Encoding: a thread never meets a request whose length two parsers might read
-  differently. What gunicorn's own parser refuses is answered with an OperationOutcome too, and logged
-  without the offending text (a header can carry a token).
-- A body larger than server.max_body_bytes is answered 413 and closed: at once when its Content-Length says
-  so, else (chunked) when it grows past the limit. A thread would otherwise wait on the rest of it.
-- A client waiting for "100 Continue" gets it from here; gunicorn then sends no second one.
-- Bytes a client sends past the end of its request (pipelining) wait for the next turn of the connection.
+  connection that sends nothing within FIRST_BYTE_SECONDS is closed unanswered; an answer the client does not
+  finish taking within SEND_SECONDS of the thread's last write ends the connection.
+- What arrival refuses (not HTTP/1.1, both Content-Length and Transfer-Encoding, a head too large, a body too
+  large, tiny chunks, an Expect other than 100-continue) is answered here with an OperationOutcome, and so is
+  what gunicorn's own parser refuses, logged without the offending text (a header can carry a token).
+- A client waiting for "100 Continue" gets it from here.
+- Bytes a client sends past the end of its request (pipelining) wait until the answer before them has left.
+- The requests being read hold at most BUFFER_BYTES in all; past that the one that asks for more is answered 503.
+- At its connection limit the worker closes the oldest idle or slow connection to take a new one, and when the
+  process is out of file descriptors it closes one instead of dying.
 - Closing a connection after its answer (half-close, then reading what the client still sends, for at most
-  2 s) is done by the event loop, not by blocking it.
+  2 s) is done by the event loop, not by blocking it, and counts against the connection limit.
 
 Each of these closes is counted in cds_http_connections_closed_total by reason; a warning line a minute at most
 sums the slow ones. TLS ends in front of the service (docs/deploy.md): this worker reads plain HTTP/1.1 only.
@@ -32,15 +36,12 @@ import collections
 import errno
 import json
 import logging
-import re
 import selectors
 import socket
 import time
 from functools import partial
-from http import HTTPStatus
 from typing import Any
 
-import h11
 from gunicorn import util
 from gunicorn.http.errors import (
     ConfigurationProblem,
@@ -52,32 +53,26 @@ from gunicorn.http.errors import (
     ParseException,
     UnsupportedTransferCoding,
 )
-from gunicorn.http.message import Request
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
-from cds_service.web.errors import HTTP_ISSUE_CODES, REFUSED_BY_SERVER, outcome_body
+from cds_service.arrival import Reading, plainly_whole, refusal
 
 log = logging.getLogger("cds_service.worker")
 
-RECV_BYTES = 256 * 1024
-MAX_HEAD_BYTES = 64 * 1024  # h11's bound on a request's head (its default is 16 KiB; JWTs make heads long)
+RECV_BYTES = 64 * 1024
+FIRST_BYTE_SECONDS = 5.0  # as gunicorn's keepalive: a new connection's first byte
+SEND_SECONDS = 10.0  # an answer the client does not finish taking in this time ends the connection
+BUFFER_BYTES = 64 * 1024 * 1024  # per worker, what the requests being read may hold in all
 LINGER_SECONDS = 2.0  # as gunicorn's close_graceful
 LINGER_BYTES = 64 * 1024
 SLOW_WARNING_SECONDS = 60.0
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 GATHER = object()  # a thread's verdict: the request is not whole yet, the event loop reads the rest
-PLAIN_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*([0-9]{1,15})[ \t]*\r\n")
-
+OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 
 # gunicorn parser errors that are not a plain 400; the others are.
 PARSE_STATUS = ((LimitRequestLine, 414), (LimitRequestHeaders, 431), (UnsupportedTransferCoding, 501),
                 (ForbiddenProxyRequest, 403), (ConfigurationProblem, 500))
-
-
-class GatheredRequest(Request):  # type: ignore[misc]
-    """A request read from memory: "100 Continue" was already sent by the event loop, if asked for."""
-
-    _policy_expect_continue = False
 
 
 class Conn(TConn):  # type: ignore[misc]
@@ -85,116 +80,60 @@ class Conn(TConn):  # type: ignore[misc]
         super().__init__(worker.cfg, sock, client, server)
         self.worker = worker
         self.reading: Reading | None = None
+        self.deadline = 0.0  # while it waits for its first byte
         self.waiting = False  # registered with the poller for its request's bytes
         self.request = b""  # the whole request, for the thread
         self.ahead = b""  # bytes read and not yet part of a request handed over
         self.data_ready = True  # a thread never waits for data (gunicorn's handle would, 5 s)
+        self.unsent = bytearray()  # the end of an answer the socket had not taken when the thread was done
 
     def close(self, graceful: bool = False) -> None:
+        """gunicorn's finish_request closes a connection after its last answer (having counted it out)."""
         if graceful:
+            self.worker.nr_conns += 1  # lingering, it still holds a descriptor
             self.worker.linger(self.sock)
         else:
             util.close(self.sock)
 
 
-class Reading:
-    """One request arriving: the bytes so far and, unless it came plainly framed in one piece, h11's reading of
-    them."""
+class Outbox:
+    """The socket as a thread writes to it: what the kernel takes at once is sent, the rest is kept for the event
+    loop (Conn.unsent), so a thread never waits on a client that reads slowly or not at all. Everything else is
+    the socket's own, except that it stays non-blocking."""
 
-    def __init__(self, deadline: float, max_body: int) -> None:
-        self.deadline = deadline
-        self.max_body = max_body
-        self.parser: h11.Connection | None = None
-        self.data = bytearray()
-        self.body = 0
-        self.continued = False
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.unsent = bytearray()
 
-    def feed(self, data: bytes) -> tuple[str, int]:
-        """("more", 0): wait for more; ("whole", n): the request is the first n bytes; ("refuse", status)."""
-        if not self.data:
-            verdict = plainly_whole(data, self.max_body)
-            if verdict is not None:
-                self.data += data
-                return verdict
-        self.data += data
-        if self.parser is None:
-            self.parser = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD_BYTES)
-            data = bytes(self.data)
-        self.parser.receive_data(data)
-        try:
-            while True:
-                event = self.parser.next_event()
-                if event is h11.NEED_DATA:
-                    return "more", 0
-                if isinstance(event, h11.Request):
-                    if len(self.data) - len(self.parser.trailing_data[0]) > MAX_HEAD_BYTES:
-                        return "refuse", 431
-                    names = [name for name, _ in event.headers]
-                    if b"transfer-encoding" in names and b"content-length" in names:
-                        return "refuse", 400  # RFC 9112 6.3: a smuggling attempt, most likely
-                    if announced(event) > self.max_body:
-                        return "refuse", 413
-                elif isinstance(event, h11.Data):
-                    self.body += len(event.data)
-                    if self.body > self.max_body:
-                        return "refuse", 413
-                elif isinstance(event, h11.EndOfMessage):
-                    return "whole", len(self.data) - len(self.parser.trailing_data[0])
-                elif isinstance(event, h11.ConnectionClosed):
-                    return "refuse", 0  # the client closed before its request was whole
-        except h11.RemoteProtocolError as exc:
-            return "refuse", exc.error_status_hint
+    def sendall(self, data: bytes) -> None:
+        if not self.unsent:
+            try:
+                sent = self.sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            data = data[sent:]
+        self.unsent += data
 
-    def wants_continue(self) -> bool:
-        if self.continued or self.parser is None or not self.parser.they_are_waiting_for_100_continue:
-            return False
-        self.continued = True
-        return True
+    def send(self, data: bytes) -> int:
+        self.sendall(data)
+        return len(data)
 
+    def setblocking(self, _flag: bool) -> None:
+        """gunicorn asks for a blocking socket: writes here never block, and reads come from memory."""
 
-def plainly_whole(data: bytes, max_body: int) -> tuple[str, int] | None:
-    """The verdict on a request that arrived in one piece with the plainest framing: its head whole, at most one
-    Content-Length of digits, no Transfer-Encoding, no Expect, no folded line, and its body all there. None
-    for anything else, which h11 reads. This spares h11's 55 us on almost every request (its pure-Python
-    reading of a typical 17 KB call), and cannot read a length differently from gunicorn: where the two could
-    differ, h11 decides. gunicorn still checks the head in the thread and refuses what is not HTTP."""
-    end = data.find(b"\r\n\r\n", 0, MAX_HEAD_BYTES)
-    if end < 0:
-        return None
-    head = data[:end + 2].lower()
-    if b"transfer-encoding" in head or b"expect" in head or b"\n " in head or b"\n\t" in head:
-        return None
-    lengths = PLAIN_LENGTH.findall(head)
-    if len(lengths) > 1 or head.count(b"content-length") != len(lengths):
-        return None
-    length = int(lengths[0]) if lengths else 0
-    if length > max_body:
-        return "refuse", 413
-    whole = end + 4 + length
-    return ("whole", whole) if len(data) >= whole else None
-
-
-def announced(request: h11.Request) -> int:
-    for name, value in request.headers:
-        if name == b"content-length":
-            return int(value)
-    return 0
-
-
-def refusal(status: int) -> bytes:
-    """The answer to a request refused before the app saw it: an OperationOutcome, as the app's own errors."""
-    phrase = HTTPStatus(status).phrase
-    body = json.dumps(outcome_body(status, HTTP_ISSUE_CODES.get(status, "invalid"),
-                                   REFUSED_BY_SERVER.get(status, phrase))).encode()
-    return (f"HTTP/1.1 {status} {phrase}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
-            f"Connection: close\r\n\r\n").encode() + body
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sock, name)
 
 
 class RequestReadingWorker(ThreadWorker):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.reading: collections.deque[Conn] = collections.deque()  # by deadline: all have the same timeout
+        # Insertion-ordered, so by deadline (all of one kind wait as long), and each taken out at once.
+        self.fresh: dict[Conn, None] = {}  # new, no byte yet
+        self.reading: dict[Conn, None] = {}  # a request arriving
+        self.sending: dict[Conn, None] = {}  # the end of an answer leaving
         self.lingering: collections.deque[tuple[float, socket.socket]] = collections.deque()
+        self.buffered = 0  # bytes the requests being read hold
         self.slow_since_warning = 0
         self.warned = -SLOW_WARNING_SECONDS
         self.stopping = False
@@ -216,37 +155,69 @@ class RequestReadingWorker(ThreadWorker):  # type: ignore[misc]
         try:
             client_sock, client_addr = listener.accept()
         except OSError as exc:
+            if exc.errno in OUT_OF_DESCRIPTORS:
+                if not self.make_room():
+                    time.sleep(0.05)  # nothing of ours to close: the listener stays readable, do not spin
+                return
             if exc.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
             return
+        if self.nr_conns + 1 >= self.worker_connections:
+            self.make_room()  # gunicorn stops accepting at the limit: idle and slow connections go first
         self.nr_conns += 1
         conn = Conn(self, client_sock, client_addr, listener.getsockname())
-        self.track(conn)
-        conn.waiting = True
+        conn.deadline = time.monotonic() + (FIRST_BYTE_SECONDS if self.alive else STOP_KEEPALIVE_LINGER)
+        self.fresh[conn] = None
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_first_bytes, conn))
 
     def on_first_bytes(self, conn: Conn, _sock: socket.socket) -> None:
-        self.end_reading(conn)
+        del self.fresh[conn]
+        self.poller.unregister(conn.sock)
         self.enqueue_req(conn)
 
     def finish_request(self, conn: Conn, fs: Any) -> None:
         result = fs.result() if not fs.cancelled() and fs.exception() is None else False
-        if result is GATHER or (result and conn.ahead):
-            ahead, conn.ahead = conn.ahead, b""  # a request begun, or the next one pipelined: read on from it
-            conn.sock.setblocking(False)
-            self.start_reading(conn, ahead)
-            return
-        super().finish_request(conn, fs)
+        if conn.unsent:  # the end of the answer has not left: the event loop sends it first
+            conn.deadline = time.monotonic() + SEND_SECONDS
+            self.sending[conn] = None
+            self.poller.register(conn.sock, selectors.EVENT_WRITE, partial(self.on_writable, conn, result))
+        else:
+            self.carry_on(conn, result)
 
-    def track(self, conn: Conn) -> None:
-        seconds = self.read_seconds if self.alive else min(self.read_seconds, STOP_KEEPALIVE_LINGER)
-        conn.reading = Reading(time.monotonic() + seconds, self.max_body)
-        self.reading.append(conn)
+    def on_writable(self, conn: Conn, result: Any, _sock: socket.socket) -> None:
+        try:
+            sent = conn.sock.send(conn.unsent)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            sent, result = len(conn.unsent), False
+        del conn.unsent[:sent]
+        if not conn.unsent:
+            del self.sending[conn]
+            self.poller.unregister(conn.sock)
+            self.carry_on(conn, result)
+
+    def carry_on(self, conn: Conn, result: Any) -> None:
+        """The answer has left: close, read on from what came after the request, or wait for the next one."""
+        if not result:
+            self.nr_conns -= 1
+            conn.close(graceful=True)
+        elif result is GATHER or conn.ahead:
+            ahead, conn.ahead = conn.ahead, b""  # a request begun, or the next one pipelined: read on from it
+            self.start_reading(conn, ahead)
+        else:  # kept alive, as gunicorn's finish_request does it
+            conn.set_timeout()
+            if not self.alive:
+                conn.timeout = min(conn.timeout, time.monotonic() + STOP_KEEPALIVE_LINGER)
+            self.keepalived_conns.append(conn)
+            self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_client_socket_readable, conn))
 
     def start_reading(self, conn: Conn, first: bytes) -> None:
         """Read the connection's next request in the event loop: from `first`, what the socket holds now, and then
         what comes."""
-        self.track(conn)
+        seconds = self.read_seconds if self.alive else min(self.read_seconds, STOP_KEEPALIVE_LINGER)
+        conn.reading = Reading(time.monotonic() + seconds, self.max_body)
+        self.reading[conn] = None
         if not (first and self.take(conn, first)):
             self.on_request_bytes(conn)
 
@@ -269,25 +240,32 @@ class RequestReadingWorker(ThreadWorker):  # type: ignore[misc]
         """Feed the bytes; hand the request over or refuse it when that is decided. True when decided."""
         reading = conn.reading
         assert reading is not None
-        verdict, value = reading.feed(data)
+        if self.buffered + len(data) > BUFFER_BYTES:
+            self.end_reading(conn)
+            self.refuse(conn, 503, "busy")
+            return True
+        held = len(reading.data)
+        verdict, status = reading.feed(data)
+        self.buffered += len(reading.data) - held
         if verdict == "more":
             if reading.wants_continue():
                 send_quietly(conn.sock, CONTINUE)
             return False
         self.end_reading(conn)
         if verdict == "whole":
-            whole = bytes(reading.data)
-            conn.request, conn.ahead = whole[:value], whole[value:]
+            conn.request, conn.ahead = reading.request, bytes(reading.data[reading.used:])
             self.enqueue_req(conn)
-        elif value:
-            self.refuse(conn, value, "too_large" if value == 413 else "malformed")
+        elif status:
+            self.refuse(conn, status, "too_large" if status == 413 else "malformed")
         else:
             self.drop(conn)
         return True
 
     def end_reading(self, conn: Conn) -> None:
+        assert conn.reading is not None
+        self.buffered -= len(conn.reading.data)
         conn.reading = None
-        self.reading.remove(conn)
+        del self.reading[conn]
         if conn.waiting:
             conn.waiting = False
             self.poller.unregister(conn.sock)
@@ -295,10 +273,10 @@ class RequestReadingWorker(ThreadWorker):  # type: ignore[misc]
     # The thread's side.
 
     def handle(self, conn: Conn) -> Any:
-        """Serve the request the event loop read, or one whole in what the socket holds now; else GATHER."""
+        """Serve the request the event loop read, or one whole in what the socket holds now; else GATHER. The
+        answer goes through an Outbox."""
         if not conn.request:
             try:
-                conn.sock.setblocking(False)
                 first = conn.sock.recv(RECV_BYTES)
                 if not first:
                     return False  # the client closed
@@ -312,11 +290,22 @@ class RequestReadingWorker(ThreadWorker):  # type: ignore[misc]
                 return GATHER
             conn.request, conn.ahead = first[:verdict[1]], first[verdict[1]:]
         request, conn.request = conn.request, b""
-        conn.sock.setblocking(True)
-        conn.init()
-        conn.parser.mesg_class = GatheredRequest
+        conn.init()  # gunicorn's makes the socket blocking
+        conn.sock.setblocking(False)
         conn.parser.unreader.unread(request)
-        return super().handle(conn)
+        sock, outbox = conn.sock, Outbox(conn.sock)
+        conn.sock = outbox
+        try:
+            return super().handle(conn)
+        finally:
+            conn.sock, conn.unsent = sock, outbox.unsent
+
+    def _keepalive_after(self, conn: Conn, keepalive: bool) -> bool:
+        """The answer is sent: whatever gunicorn finds wrong past it now ends the connection, not a second answer."""
+        try:
+            return bool(super()._keepalive_after(conn, keepalive))
+        except ParseException:
+            return False
 
     def handle_error(self, req: Any, client: socket.socket, addr: Any, exc: BaseException) -> None:
         """A request gunicorn's parser refused, or an error outside the app: an OperationOutcome (not gunicorn's
@@ -341,8 +330,7 @@ class RequestReadingWorker(ThreadWorker):  # type: ignore[misc]
     def refuse(self, conn: Conn, status: int, reason: str) -> None:
         self.metrics.count_connection_closed(reason)
         send_quietly(conn.sock, refusal(status))
-        self.nr_conns -= 1
-        self.linger(conn.sock)
+        self.linger(conn.sock)  # still counted in nr_conns until it is closed
 
     def drop(self, conn: Conn) -> None:
         self.nr_conns -= 1
@@ -350,11 +338,13 @@ class RequestReadingWorker(ThreadWorker):  # type: ignore[misc]
 
     def linger(self, sock: socket.socket) -> None:
         """Half-close, then read what the client still sends until it closes, LINGER_SECONDS or LINGER_BYTES: an
-        unread byte at close would make the kernel reset the connection and cut the answer short."""
+        unread byte at close would make the kernel reset the connection and cut the answer short. The socket counts
+        in nr_conns until it is closed."""
         try:
             sock.setblocking(False)
             sock.shutdown(socket.SHUT_WR)
         except OSError:
+            self.nr_conns -= 1
             util.close(sock)
             return
         entry = (time.monotonic() + LINGER_SECONDS, sock)
@@ -371,36 +361,69 @@ class RequestReadingWorker(ThreadWorker):  # type: ignore[misc]
         drained[0] += len(data)
         if not data or drained[0] >= LINGER_BYTES:
             self.lingering.remove(entry)
+            self.end_linger(sock)
+
+    def end_linger(self, sock: socket.socket) -> None:
+        try:
             self.poller.unregister(sock)
-            util.close(sock)
+        except (KeyError, ValueError):
+            pass
+        self.nr_conns -= 1
+        util.close(sock)
+
+    def make_room(self) -> bool:
+        """Close the connection that matters least: a lingering one, else one that has sent nothing, else the
+        oldest kept alive, else the slowest request. False when there is none."""
+        if self.lingering:
+            self.end_linger(self.lingering.popleft()[1])
+        elif self.fresh:
+            self.metrics.count_connection_closed("idle")
+            self.close_fresh(next(iter(self.fresh)))
+        elif self.keepalived_conns:
+            conn = self.keepalived_conns.popleft()
+            self.poller.unregister(conn.sock)
+            self.nr_conns -= 1
+            conn.close()
+        elif self.reading:
+            self.slow(next(iter(self.reading)))
+        else:
+            return False
+        return True
+
+    def close_fresh(self, conn: Conn) -> None:
+        del self.fresh[conn]
+        self.poller.unregister(conn.sock)
+        self.drop(conn)
+
+    def slow(self, conn: Conn) -> None:
+        self.end_reading(conn)
+        self.slow_since_warning += 1
+        self.refuse(conn, 408, "slow")
 
     def murder_pending(self) -> None:
         """gunicorn's loop calls this about once a second, and while it stops: requests too slow to arrive are
-        answered 408 (once the worker stops, those still arriving after 2 s), lingering closes that outstayed
-        LINGER_SECONDS are closed."""
+        answered 408 (once the worker stops, those still arriving after 2 s), new connections that sent nothing
+        are closed, lingering closes that outstayed LINGER_SECONDS are closed."""
         super().murder_pending()
         now = time.monotonic()
         if not self.alive and not self.stopping:  # stopping: requests still arriving get a short grace
             self.stopping = True
             for conn in self.reading:
                 conn.reading.deadline = min(conn.reading.deadline, now + STOP_KEEPALIVE_LINGER)
-        while self.reading and self.reading[0].reading.deadline <= now:
-            conn = self.reading[0]
-            began = bool(conn.reading.data)
-            self.end_reading(conn)
-            if began:
-                self.slow_since_warning += 1
-                self.refuse(conn, 408, "slow")
-            else:  # not a byte: nothing to answer
-                self.metrics.count_connection_closed("idle")
-                self.drop(conn)
+            for conn in self.fresh:
+                conn.deadline = min(conn.deadline, now + STOP_KEEPALIVE_LINGER)
+        while self.reading and (conn := next(iter(self.reading))).reading.deadline <= now:
+            self.slow(conn)
+        while self.fresh and (conn := next(iter(self.fresh))).deadline <= now:
+            self.metrics.count_connection_closed("idle")
+            self.close_fresh(conn)
+        while self.sending and (conn := next(iter(self.sending))).deadline <= now:
+            del self.sending[conn]
+            self.poller.unregister(conn.sock)
+            self.metrics.count_connection_closed("slow_reader")
+            self.drop(conn)
         while self.lingering and self.lingering[0][0] <= now:
-            _, sock = self.lingering.popleft()
-            try:
-                self.poller.unregister(sock)
-            except (KeyError, ValueError):
-                pass
-            util.close(sock)
+            self.end_linger(self.lingering.popleft()[1])
         if self.slow_since_warning and now - self.warned >= SLOW_WARNING_SECONDS:
             log.warning(json.dumps({"event": "slow_requests_closed", "count": self.slow_since_warning,
                                     "request_read_seconds": self.read_seconds}))

@@ -13,8 +13,8 @@ from cds_service.errors import CDSError, StoreUnavailable
 log = logging.getLogger("cds_service")
 
 HTTP_ISSUE_CODES = {400: "invalid", 403: "forbidden", 404: "not-found", 405: "not-supported", 408: "timeout",
-                    413: "too-costly", 414: "too-costly", 415: "not-supported", 431: "too-costly", 500: "exception",
-                    501: "not-supported"}
+                    413: "too-costly", 414: "too-costly", 415: "not-supported", 417: "not-supported", 431: "too-costly",
+                    500: "exception", 501: "not-supported", 503: "transient"}
 GENERIC_500 = "The service could not answer this request."
 TOO_LARGE = "The request body is larger than this service accepts."
 # Requests the serving layer (cds_service.worker) refuses before the app sees them.
@@ -26,7 +26,9 @@ REFUSED_BY_SERVER = {
     414: "The request's target is longer than this service accepts.",
     431: "The request's header fields are larger than this service accepts.",
     500: GENERIC_500,
+    417: "Only the expectation 100-continue is supported.",
     501: "The request's transfer coding is not supported.",
+    503: "The service is busy reading other requests: try again shortly.",
 }
 
 

@@ -94,8 +94,10 @@ class Server:
             return None
 
 
-def start_server(tmp: Path, overrides: dict[str, Any] | None = None, workers: int = 2) -> Server:
-    """Start `cds-service serve` and wait until GET /healthz answers 200; fail with its stderr otherwise."""
+def start_server(tmp: Path, overrides: dict[str, Any] | None = None, workers: int = 2,
+                 wrapper: tuple[str, ...] = ()) -> Server:
+    """Start `cds-service serve` (under `wrapper`, a command such as prlimit) and wait until GET /healthz answers
+    200; fail with its stderr otherwise."""
     tmp.mkdir(parents=True, exist_ok=True)
     db = tmp / "cds.db"
     config = write_config(tmp / "config.yaml", db, overrides)
@@ -105,7 +107,7 @@ def start_server(tmp: Path, overrides: dict[str, Any] | None = None, workers: in
         log = tmp / f"server-{attempt}.log"
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                [str(CLI), "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
+                [*wrapper, str(CLI), "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
                  "--workers", str(workers)],
                 stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=child_env(),
             )
@@ -147,8 +149,8 @@ def fresh_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     """Start a server of the test's own; stopped (SIGTERM) at teardown if the test has not."""
     started: list[Server] = []
 
-    def start(overrides: dict[str, Any] | None = None, workers: int = 2) -> Server:
-        srv = start_server(tmp_path / f"srv{len(started)}", overrides, workers)
+    def start(overrides: dict[str, Any] | None = None, workers: int = 2, wrapper: tuple[str, ...] = ()) -> Server:
+        srv = start_server(tmp_path / f"srv{len(started)}", overrides, workers, wrapper)
         started.append(srv)
         return srv
 
