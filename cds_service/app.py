@@ -13,7 +13,7 @@ from cds_service import console, reload, runtime
 from cds_service.cards import load_templates
 from cds_service.config import Settings
 from cds_service.store import FeedbackStore
-from cds_service.web import auth, cors, errors, health, hooks, logs, metrics, reports
+from cds_service.web import auth, cors, errors, headers, health, hooks, logs, metrics, reports
 
 GC_YOUNG_THRESHOLD = 20_000
 
@@ -34,6 +34,7 @@ def build_app(settings: Settings) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["cds"] = runtime.build(settings, store, templates)
+    headers.install(app)
     cors.install(app, settings.cors_origins)
     errors.register(app)
     metrics.install(app)  # before auth: a refused call is counted and timed too

@@ -67,6 +67,7 @@ class Settings:
     console_login_failures: int
     console_lockout_seconds: float
     reports_token: str
+    metrics_token: str
     facility_encounter_classes: frozenset[str]
     facility_pos_codes: frozenset[str]
     catalog: DrugCatalog
@@ -240,6 +241,7 @@ def build(data: Mapping[str, Any], source: str, loaded: partb.PartB) -> Settings
         console_login_failures=console.get("login_failures", 10),
         console_lockout_seconds=console.get("lockout_seconds", 900),
         reports_token=data.get("reports", {}).get("token", ""),
+        metrics_token=data.get("metrics", {}).get("token", ""),
         facility_encounter_classes=frozenset(billing.get("facility_encounter_classes", [])),
         facility_pos_codes=frozenset(billing.get("facility_pos_codes", [])),
         catalog=DrugCatalog(data["drugs"], billing.get("noc_codes", [])),

@@ -9,6 +9,7 @@ instances, through the store. Every failure is a bare 401.
 from __future__ import annotations
 
 import datetime as dt
+import hmac
 import ipaddress
 import json
 import logging
@@ -40,6 +41,14 @@ MAX_TOKEN_BYTES = 16 * 1024
 
 class JwksUnavailable(Exception):
     """A JWK Set could not be had."""
+
+
+def require_bearer(token: str) -> None:
+    """The request must carry `Authorization: Bearer <token>` (the reports' and the metrics' own tokens, not a
+    JWT); else 401."""
+    scheme, _, given = current_request().headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise Unauthorized()
 
 
 def is_loopback(url: str) -> bool:

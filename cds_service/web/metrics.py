@@ -1,12 +1,14 @@
-"""GET /metrics (Prometheus text format, no JWT) and the per-request counting of the CDS Hooks endpoints."""
+"""GET /metrics (Prometheus text format; with metrics.token, only for `Authorization: Bearer <token>`) and the
+per-request counting of the CDS Hooks endpoints."""
 
 from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Flask, Response
+from flask import Blueprint, Flask, Response, current_app
 
 from cds_service import metrics
+from cds_service.web.auth import require_bearer
 from cds_service.web.current import current_g, current_request
 
 bp = Blueprint("metrics", __name__)
@@ -17,6 +19,9 @@ ENDPOINTS = {"hooks.call": "call", "hooks.feedback": "feedback", "hooks.discover
 
 @bp.get("/metrics")
 def scrape() -> Response:
+    token = current_app.extensions["cds"].settings.metrics_token
+    if token:  # else open, for a scraper on a private network
+        require_bearer(token)
     body, content_type = metrics.exposition()
     return Response(body, status=200, content_type=content_type)
 

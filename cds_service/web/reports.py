@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hmac
-
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from cds_service import analytics
-from cds_service.errors import CDSError, InvalidHookRequest, Unauthorized, UnknownService
+from cds_service.errors import CDSError, InvalidHookRequest, UnknownService
+from cds_service.web.auth import require_bearer
 
 bp = Blueprint("reports", __name__)
 
@@ -22,9 +21,7 @@ def feedback_report() -> Response:
     token = rt.settings.reports_token
     if not token:
         raise ReportsDisabled("The report endpoint is off: set reports.token to enable it.")
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise Unauthorized()
+    require_bearer(token)
     try:
         since = analytics.parse_day(request.args.get("since"))
         until = analytics.parse_day(request.args.get("until"))

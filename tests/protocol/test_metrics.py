@@ -102,6 +102,16 @@ def test_metrics_needs_no_jwt_when_auth_is_required(make_config: Callable[..., P
         app.extensions["cds"].store.dispose()
 
 
+def test_with_a_metrics_token_only_its_bearer_scrapes(make_client: Callable[..., FlaskClient]) -> None:
+    client = make_client(metrics={"token": "scrape-s3cret"})
+    assert client.get("/metrics").status_code == 401
+    assert client.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    refused = client.get("/metrics", headers={"Authorization": "Basic scrape-s3cret"})
+    assert refused.status_code == 401 and refused.get_json()["resourceType"] == "OperationOutcome"
+    scraped = client.get("/metrics", headers={"Authorization": "Bearer scrape-s3cret"})
+    assert scraped.status_code == 200 and "cds_requests_total" in scraped.get_data(as_text=True)
+
+
 # --- requests ------------------------------------------------------------------------------------
 
 def test_service_calls_are_counted_by_service_and_status(client: FlaskClient) -> None:

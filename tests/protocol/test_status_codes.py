@@ -536,8 +536,8 @@ def test_cors_headers_are_flask_cors_own_with_or_without_origin(
         reference_app.add_url_rule(rule, rule, lambda **_: "", methods=["GET", "POST"])
     reference = reference_app.test_client()
 
-    def cors_headers(response: Any) -> list[tuple[str, str]]:
-        return sorted((k, v) for k, v in response.headers.items() if k.startswith("Access-Control") or k == "Vary")
+    def cors_headers(response: Any) -> list[tuple[str, str]]:  # Vary: Origin is on every answer (web/headers.py)
+        return sorted((k, v) for k, v in response.headers.items() if k.startswith("Access-Control"))
 
     cases: list[dict[str, Any]] = [{}, {"Origin": "https://ehr.example.org"}, {"Origin": "https://evil.example.com"},
                                    {"Access-Control-Request-Private-Network": "true"}]
@@ -573,4 +573,35 @@ def test_a_response_with_its_own_allow_origin_is_left_to_flask_cors(
         app.add_url_rule("/own-cors", "own_cors", lambda: Response("", headers={name: "https://own.example.org"}))
     got, want = ours_app.test_client().get("/own-cors"), reference_app.test_client().get("/own-cors")
     assert got.headers.getlist("Access-Control-Allow-Origin") == ["https://own.example.org"]
-    assert sorted(got.headers.items()) == sorted(want.headers.items())
+    ours_only = {"Cache-Control", "X-Content-Type-Options", "Vary"}  # web/headers.py's, on every answer
+    assert sorted(h for h in got.headers.items() if h[0] not in ours_only) == sorted(want.headers.items())
+
+
+@pytest.mark.parametrize("origins", [["*"], ["https://ehr.example.org"]])
+def test_every_answer_is_no_store_nosniff_and_varies_by_origin(make_config: Callable[..., Path],
+                                                               origins: list[str]) -> None:
+    """Cards and feedback carry patient data: no cache keeps them; and CORS answers differ by Origin, so every
+    answer says so, the ones to a request without Origin too."""
+    app = create_app(str(make_config(cors={"origins": origins})))
+    client = app.test_client()
+    body = load_scenario("01")["request"]
+    call = "/cds-services/injection-billing-encounter-discharge"
+    try:
+        answers = [
+            client.post(call, json=body),
+            client.post(call, json=body, headers={"Origin": "https://evil.example.com"}),
+            client.get("/cds-services", headers={"Origin": "https://ehr.example.org"}),
+            client.get("/healthz"),
+            client.get("/metrics"),
+            client.get("/nowhere"),
+            client.post(call, data="{", content_type="application/json"),
+            client.options(call, headers={"Origin": "https://ehr.example.org",
+                                          "Access-Control-Request-Method": "POST"}),
+        ]
+        for answer in answers:
+            assert answer.headers["Cache-Control"] == "no-store"
+            assert answer.headers["X-Content-Type-Options"] == "nosniff"
+            assert [v.strip() for v in answer.headers["Vary"].split(",")].count("Origin") == 1
+        assert [a.status_code for a in answers] == [200, 200, 200, 200, 200, 404, 400, 200]
+    finally:
+        app.extensions["cds"].store.dispose()
