@@ -16,6 +16,7 @@ import shutil
 import tempfile
 from typing import Any
 
+from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
 
 from cds_service import config as configuration
@@ -69,6 +70,7 @@ def serve(settings: Settings, *, config_path: str | None, host: str, port: int, 
         "accesslog": None,
         "errorlog": "-",
         "loglevel": "info",
+        "logger_class": "cds_service.server.JsonLogger",
         "proc_name": "cds-service",
         "control_socket_disable": True,  # several instances on one host would share one socket path
         "child_exit": child_exit,
@@ -84,6 +86,20 @@ def serve(settings: Settings, *, config_path: str | None, host: str, port: int, 
         if metrics_dir is not None and os.getpid() == master:  # a worker's SystemExit passes through here too
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+class JsonLogger(glogging.Logger):  # type: ignore[misc]
+    """gunicorn's own lines (listening, workers booting and exiting, signals, its warnings) as the service's JSON
+    lines, with logger "gunicorn.error". The one gunicorn line that quoted a request's text, its warning about a
+    malformed request, is never written: cds_service.worker.RequestReadingWorker.handle_error logs the
+    request's address and the kind of fault only."""
+
+    def setup(self, cfg: Any) -> None:
+        super().setup(cfg)
+        from cds_service.web.logs import JsonFormatter
+
+        for handler in self.error_log.handlers:
+            handler.setFormatter(JsonFormatter())
 
 
 def worker_connections() -> int:
