@@ -34,12 +34,25 @@ def hoist(schema: dict[str, Any], prefix: str, into: dict[str, Any]) -> dict[str
 
 
 def error_responses(*statuses: int) -> dict[str, Any]:
-    meaning = {400: "Malformed JSON or a request that breaks CDS Hooks 2.0", 401: "Missing or invalid JWT",
+    meaning = {400: "Malformed JSON or a request that breaks this description", 401: "Missing or invalid JWT",
                404: "Unknown service", 405: "Wrong method", 412: "Data needed is neither prefetched nor obtainable",
                413: "Body over the configured limit", 415: "Body that is not JSON", 500: "Unexpected error",
                503: "The store does not answer"}
     return {str(s): {"description": meaning[s], "content": {"application/json": {"schema": OUTCOME}}}
             for s in statuses}
+
+
+def call_schema(service: ServiceDef) -> dict[str, Any]:
+    """What one service accepts: the CDS Hooks request, with its own hook, the context of its kind, and
+    fhirAuthorization only beside fhirServer (protocol.parse_hook_request checks the same)."""
+    context = "context-order-sign" if service.kind == "order-sign" else "context-encounter"
+    return {
+        "allOf": [{"$ref": "#/components/schemas/HookRequest"}],
+        "properties": {"hook": {"const": service.hook},
+                       "context": {"$ref": f"#/components/schemas/HookRequest_{context}"}},
+        "if": {"required": ["fhirAuthorization"], "properties": {"fhirAuthorization": {"type": "object"}}},
+        "then": {"required": ["fhirServer"]},
+    }
 
 
 @cache
@@ -83,15 +96,14 @@ def document(services: dict[str, ServiceDef]) -> dict[str, Any]:
                 "responses": {"200": {"description": "The services", "content": {"application/json": {
                     "schema": {"type": "object", "required": ["services"]}}}}, **error_responses(401)},
             }},
-            "/cds-services/{service_id}": {"post": {
-                "summary": "Call a service", "operationId": "call", "security": bearer,
-                "parameters": [service_id],
-                "requestBody": {"required": True, "content": {"application/json": {
-                    "schema": {"$ref": "#/components/schemas/HookRequest"}}}},
+            **{f"/cds-services/{service.id}": {"post": {
+                "summary": f"Call {service.id} ({service.hook})", "operationId": f"call-{service.id}",
+                "security": bearer,
+                "requestBody": {"required": True, "content": {"application/json": {"schema": call_schema(service)}}},
                 "responses": {"200": {"description": "Cards", "content": {"application/json": {
                     "schema": {"$ref": "#/components/schemas/CardsResponse"}}}},
-                    **error_responses(400, 401, 404, 412, 413, 415, 500)},
-            }},
+                    **error_responses(400, 401, 412, 413, 415, 500)},
+            }} for service in services.values()},
             "/cds-services/{service_id}/feedback": {"post": {
                 "summary": "Feedback on cards", "operationId": "feedback", "security": bearer,
                 "parameters": [service_id],
@@ -100,7 +112,7 @@ def document(services: dict[str, ServiceDef]) -> dict[str, Any]:
                 "responses": {"200": {"description": "Stored", "content": {"application/json": {"schema": {
                     "type": "object", "required": ["received", "stored"],
                     "properties": {"received": {"type": "integer"}, "stored": {"type": "integer"}}}}}},
-                    **error_responses(400, 401, 404, 413, 415, 500)},
+                    **error_responses(400, 401, 404, 413, 415, 500, 503)},
             }},
             "/healthz": {"get": {
                 "summary": "Readiness, including the store", "operationId": "healthz", "security": [],

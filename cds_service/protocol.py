@@ -248,9 +248,13 @@ def parse_hook_request(
 
 
 def timestamp(value: str) -> dt.datetime:
-    """An RFC 3339 date-time, as an aware UTC datetime; 400 for one that is no real instant."""
+    """An RFC 3339 date-time, as an aware UTC datetime; 400 for one that is no real instant. A leap second
+    (23:59:60) is the first instant of the next minute, as a datetime cannot hold it. The feedback schema
+    already refuses what cannot be placed (outside years 1 to 9999 in UTC); this is the last guard."""
+    leap = value[17:19] == "60"
     try:
-        return dt.datetime.fromisoformat(value).astimezone(dt.UTC)
+        instant = dt.datetime.fromisoformat(value[:17] + "59" + value[19:] if leap else value)
+        return (instant + dt.timedelta(seconds=1) if leap else instant).astimezone(dt.UTC)
     except (ValueError, OverflowError):  # 9999-12-31T23:59:59-01:00 is after year 9999 in UTC
         raise InvalidHookRequest("feedback/outcomeTimestamp is not a valid date-time that can be stored "
                                  "(its instant in UTC falls between years 1 and 9999).") from None

@@ -1,4 +1,6 @@
-"""Schemathesis against /openapi.json on a live server: no generated request may get a 5xx."""
+"""Schemathesis against /openapi.json on a live server: no generated request may get a 5xx, and the description
+says exactly what is accepted: every request it allows is answered 2xx (or 412, the CDS Hooks answer when data is
+neither prefetched nor obtainable), every answer has a documented status, content type and shape."""
 
 from __future__ import annotations
 
@@ -10,12 +12,17 @@ from pathlib import Path
 from tests.e2e.conftest import Server, child_env
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
+CHECKS = ("not_a_server_error,positive_data_acceptance,status_code_conformance,content_type_conformance,"
+          "response_schema_conformance")
 
 
-def test_schemathesis_finds_no_server_error(fresh_server: Callable[..., Server], tmp_path: Path) -> None:
+def test_schemathesis_finds_no_5xx_and_no_refusal_the_description_allows(
+        fresh_server: Callable[..., Server], tmp_path: Path) -> None:
     server = fresh_server()
+    (tmp_path / "schemathesis.toml").write_text(
+        '[checks.positive_data_acceptance]\nexpected-statuses = ["2xx", "412"]\n')
     result = subprocess.run(
-        [str(SCHEMATHESIS), "run", server.url("/openapi.json"), "--checks", "not_a_server_error",
+        [str(SCHEMATHESIS), "run", server.url("/openapi.json"), "--checks", CHECKS,
          "--max-examples", "60", "--seed", "20261127", "--request-timeout", "20", "--no-color"],
         capture_output=True, text=True, timeout=300, env=child_env(), cwd=tmp_path,
     )
