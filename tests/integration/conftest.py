@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -195,6 +196,14 @@ def as_postgres(*argv: str) -> None:
 def private_postgres() -> Iterator[PrivatePostgres]:
     if PG_BIN is None:
         pytest.fail("PostgreSQL's server binaries are not under /usr/lib/postgresql")
+    with private_cluster() as cluster:
+        yield cluster
+
+
+@contextlib.contextmanager
+def private_cluster() -> Iterator[PrivatePostgres]:
+    """A new cluster, started; stopped on leaving (benchmarks/hostile.py uses it too)."""
+    assert PG_BIN is not None, "PostgreSQL's server binaries are not under /usr/lib/postgresql"
     home = Path(tempfile.mkdtemp(prefix="cds-pg-"))  # pytest's own folders are closed to the postgres user
     os.chmod(home, 0o755)
     data = home / "pgdata"
