@@ -239,7 +239,7 @@ class CardRenderer:
             "uuid": uuid_of[1],
             "summary": summary if len(summary) < 140 else summary[:136] + "...",
             "detail": template.detail.render(variables).strip(),
-            "indicator": self.indicators.get(finding.rule, "info"),
+            "indicator": finding.indicator or self.indicators.get(finding.rule, "info"),
             "source": {
                 "label": SOURCE_LABEL,
                 "topic": {"system": RULE_SYSTEM, "code": finding.rule, "display": template.title},

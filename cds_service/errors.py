@@ -16,11 +16,14 @@ class InvalidHookRequest(CDSError):
 
 
 class Unauthorized(CDSError):
+    """A bare 401 for the client; `reason` is for the log and the evaluation log only (never the token)."""
+
     status = 401
     code = "login"
 
-    def __init__(self, message: str = "Unauthorized.") -> None:
+    def __init__(self, message: str = "Unauthorized.", *, reason: str = "refused") -> None:
         super().__init__(message)
+        self.reason = reason
 
 
 class UnknownService(CDSError):

@@ -23,6 +23,7 @@ class Outcome:
     findings: tuple[Finding, ...]
     # Per finding, Medicare Part B's payment limit for the drug line it is about (None: no priced drug line).
     at_risk: tuple[Decimal | None, ...] = ()
+    repairs: tuple[str, ...] = ()  # near-misses of R4 repaired in its resources: "MedicationRequest at where: what"
 
 
 def handle_hook(
@@ -93,7 +94,9 @@ def evaluate(
     cards = renderer.render(
         findings, visit, hook_instance, resources.charge_json, max_cards=options.get("max-cards")
     )
-    return Outcome({"cards": cards}, findings, tuple(payment_at_risk(f, visit) for f in findings))
+    repairs = tuple(f"{fixed.resource_type} at {fixed.where}: {note}" for fixed in visit.repaired
+                    for note in fixed.problems)
+    return Outcome({"cards": cards}, findings, tuple(payment_at_risk(f, visit) for f in findings), repairs)
 
 
 def enabled_rules(settings: Settings, options: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:

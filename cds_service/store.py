@@ -99,6 +99,8 @@ evaluations = sa.Table(
     sa.Column("status", sa.Integer, nullable=False),
     sa.Column("rules_fired", sa.Text, nullable=False),  # JSON list of rule ids
     sa.Column("card_uuids", sa.Text, nullable=False),  # JSON list of the uuids of the cards returned
+    sa.Column("repairs", sa.Text),  # JSON list: near-misses of R4 repaired ("MedicationRequest at where: what")
+    sa.Column("refusal", sa.String(256)),  # why a call was refused (401, 403), never the token
 )
 sa.Index("ix_evaluations_evaluated_at", evaluations.c.evaluated_at)
 
@@ -613,8 +615,11 @@ class FeedbackStore:
                 raise
 
     def record_evaluation(self, service: str, hook_instance: str | None, status: int, duration_ms: float,
-                          rules: Iterable[str], card_uuids: Iterable[str]) -> None:
-        """Queue one service call's log row: which rules fired and which cards went back, never patient data."""
+                          rules: Iterable[str], card_uuids: Iterable[str], *, repairs: Iterable[str] = (),
+                          refusal: str | None = None) -> None:
+        """Queue one service call's log row: which rules fired and which cards went back, the repairs made to its
+        resources and why it was refused, never patient data."""
+        repaired = list(repairs)
         self.writer.put(evaluations, [{
             "service": service,
             "hook_instance": storable(hook_instance)[:256] if hook_instance is not None else None,
@@ -623,6 +628,8 @@ class FeedbackStore:
             "status": status,
             "rules_fired": orjson.dumps(list(rules)).decode(),
             "card_uuids": orjson.dumps(list(card_uuids)).decode(),
+            "repairs": orjson.dumps(repaired).decode() if repaired else None,
+            "refusal": refusal[:256] if refusal else None,
         }])
 
     def feedback_for(self, card_uuid: str) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
+from cds_service.fhir import repair
 from cds_service.fhir import structs as struct_pass
 from cds_service.fhir.fast import FastModel, model_for
 from cds_service.fhir.structs import PLAIN, STRICT, FhirStruct, Variant
@@ -58,6 +59,8 @@ class Resources:
     charge_json: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # by id: updates carry them whole
     coverages: list[Any] = field(default_factory=list)
     invalid: list[InvalidResource] = field(default_factory=list)
+    repaired: list[InvalidResource] = field(default_factory=list)  # read after repairs (fhir.repair), with them
+    zone: str | None = None  # the encounter's offset: a date-time without one is read in it
     seen: set[tuple[str, str]] = field(default_factory=set)  # (type, id): a paged search may repeat an entry
 
 
@@ -149,7 +152,7 @@ def validate(where: str, data: Any, into: Resources, *, history: bool = False, p
             return accepted
         if history:
             data = {key: data[key] for key in HISTORY_ELEMENTS if key in data}
-        return models()[rtype].model_validate(data)
+        return validate_repairing(models()[rtype], where, rtype, rid, data, into)
     except ValidationError as exc:
         into.invalid.append(InvalidResource(where, rtype, rid, describe_errors(exc)))
     except Exception as exc:  # noqa: BLE001 - a validator of fhir_core failing otherwise on a value of the
@@ -157,6 +160,30 @@ def validate(where: str, data: Any, into: Resources, *, history: bool = False, p
         # contained resources: the resource could not be read as FHIR R4, so it is invalid, not a crash
         into.invalid.append(InvalidResource(where, rtype, rid, (type(exc).__name__,)))
     return None
+
+
+def validate_repairing(model: type[FastModel], where: str, rtype: str, rid: str | None, data: dict[str, Any],
+                       into: Resources) -> Any:
+    """The model of data, after repairing its near-misses of R4 when every problem is one (fhir.repair);
+    the first ValidationError when one is not."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as first:
+        exc, notes = first, []
+        for _ in range(repair.ROUNDS):
+            fixed = repair.repair(data, exc.errors(include_url=False), into.zone)
+            if fixed is None:
+                break
+            data, more = fixed
+            notes += more
+            try:
+                resource = model.model_validate(data)
+            except ValidationError as again:
+                exc = again
+                continue
+            into.repaired.append(InvalidResource(where, rtype, rid, tuple(notes)))
+            return resource
+        raise first from None
 
 
 def read(
@@ -169,7 +196,7 @@ def read(
 
     Given the encounter in context, administrations linked to another encounter are read as history.
     `plain` names the keys (and DRAFT_ORDERS) read from plain text (web.body.loads_plain)."""
-    out = Resources()
+    out = Resources(zone=repair.zone_of(values.get("encounter")))
     sources: list[tuple[str, Mapping[str, Any]]] = [(k, v) for k, v in values.items() if isinstance(v, dict)]
     if draft_orders:
         sources.append((DRAFT_ORDERS, draft_orders))
@@ -177,6 +204,9 @@ def read(
         if value.get("resourceType") == "Bundle" and not isinstance(value.get("entry") or [], list):
             out.invalid.append(InvalidResource(where, "Bundle", None, ("entry: Input should be a valid list",)))
             continue
+        if value.get("resourceType") == "Bundle" and not value.get("type"):
+            out.repaired.append(InvalidResource(where, "Bundle", value.get("id") if isinstance(value.get("id"), str)
+                                                else None, ("type: missing; read as a collection of its entries",)))
         for full_url, data in entries(value):
             resource = validate(where, data, out, history=is_history(data, encounter_id), plain=where in plain)
             if resource is not None:

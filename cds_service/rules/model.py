@@ -241,6 +241,7 @@ class Visit(Struct, frozen=True):
     history: tuple[Injection, ...] = ()
     charges: tuple[ChargeLine, ...] = ()
     invalid: tuple[InvalidResource, ...] = ()
+    repaired: tuple[InvalidResource, ...] = ()  # read after repairing near-misses of R4 (fhir.repair)
     payer: PayerProfile | None = None
     policy: BillingPolicy = field(default_factory=BillingPolicy)
     plan: Mapping[str, PlannedLines] = field(default_factory=dict)  # by Injection.ref; see rules.prepare
@@ -255,3 +256,4 @@ class Finding(Struct, frozen=True):
     updates: tuple[ChargeLine, ...] = ()
     deletes: tuple[str, ...] = ()  # ChargeItem ids
     detail: Mapping[str, Any] = field(default_factory=dict)
+    indicator: str | None = None  # this card's, instead of the rule's configured one

@@ -46,9 +46,12 @@ class JwksUnavailable(Exception):
 def require_bearer(token: str) -> None:
     """The request must carry `Authorization: Bearer <token>` (the reports' and the metrics' own tokens, not a
     JWT); else 401."""
-    scheme, _, given = current_request().headers.get("Authorization", "").partition(" ")
+    req = current_request()
+    scheme, _, given = req.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise Unauthorized()
+        log.info(json.dumps({"event": "auth_refused", "status": 401, "reason": "no bearer token, or not the "
+                             "configured one", "path": req.path[:64], "address": req.remote_addr}))
+        raise Unauthorized(reason="no bearer token, or not the configured one")
 
 
 def is_loopback(url: str) -> bool:
@@ -182,26 +185,25 @@ class JwtVerifier:
         try:
             return self._verify(token, audience)
         except (jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
-            log.info("JWT refused: %s", type(exc).__name__)
-            raise Unauthorized() from None
+            raise Unauthorized(reason=f"token not valid: {type(exc).__name__}") from None
 
     def _verify(self, token: str, audience: str) -> dict[str, Any]:
         if len(token) > MAX_TOKEN_BYTES:
-            raise Unauthorized()
+            raise Unauthorized(reason="token too large")
         header = jwt.get_unverified_header(token)
         alg, kid = header.get("alg"), header.get("kid")
         if alg not in ALGORITHMS or str(header.get("typ", "")).upper() != "JWT" or not isinstance(kid, str):
-            raise Unauthorized()
+            raise Unauthorized(reason="header: alg not allowed, typ not JWT, or no kid")
         unverified = jwt.decode(token, options={"verify_signature": False})
         issuer = self.issuers.get(unverified.get("iss"))
         if issuer is None:
-            raise Unauthorized()
+            raise Unauthorized(reason="issuer not trusted")
         # A jku is honoured only when allow-listed for this issuer; any other is never fetched, and the
         # key must then come from the issuer's configured JWK Set.
         source = issuer.jku_sources.get(header.get("jku") or "", issuer.source)
         key = source.key(kid)
         if key is None or KEY_TYPES[alg] != key.kty or key.alg not in (alg, None):
-            raise Unauthorized()
+            raise Unauthorized(reason="no key of the issuer for this kid and alg")
         claims: dict[str, Any] = jwt.decode(
             token,
             key.key,
@@ -212,14 +214,14 @@ class JwtVerifier:
             options={"require": ["iss", "aud", "exp", "iat", "jti"], "verify_iat": True},
         )
         if isinstance(claims["aud"], list) and claims["aud"] != [audience]:
-            raise Unauthorized()
+            raise Unauthorized(reason="aud is not exactly the URL called")
         if issuer.tenant is not None and claims.get("tenant") != issuer.tenant:
-            raise Unauthorized()
+            raise Unauthorized(reason="tenant not the configured one")
         if float(claims["iat"]) > time.time() + self.clock_skew:
-            raise Unauthorized()
+            raise Unauthorized(reason="iat in the future")
         expires = dt.datetime.fromtimestamp(float(claims["exp"]) + self.clock_skew, dt.UTC)
         if not self.store.claim_jti(issuer.iss, str(claims["jti"]), expires):
-            raise Unauthorized()  # replayed
+            raise Unauthorized(reason="jti already used (a replay)")
         return claims
 
 
@@ -234,7 +236,7 @@ def bearer_token(req: Request) -> str:
     header = req.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized()
+        raise Unauthorized(reason="no bearer token")
     return token.strip()
 
 
@@ -250,4 +252,24 @@ def install(app: Flask) -> None:
         if req.method == "OPTIONS" or not req.path.startswith("/cds-services"):
             return
         public_base_url = rt.settings.raw["auth"].get("public_base_url", "")
-        rt.verifier.verify(bearer_token(req), audience_of(req, public_base_url))
+        started = time.perf_counter()
+        try:
+            rt.verifier.verify(bearer_token(req), audience_of(req, public_base_url))
+        except Unauthorized as exc:
+            refused(rt, req, exc.reason, started)
+            raise
+
+
+def refused(rt: Any, req: Request, reason: str, started: float) -> None:
+    """A refused call leaves a trace: a log line with the reason and the client's address (never the token),
+    and a row of the evaluation log (status 401, refusal) under the service called ("discovery"; "unknown" for
+    a path that names no service)."""
+    from cds_service.web.hooks import evaluation_log
+
+    parts = req.path.strip("/").split("/")
+    service = "discovery" if len(parts) == 1 else parts[1] if parts[1] in rt.services else "unknown"
+    if len(parts) > 2 and service != "unknown":
+        service += "/feedback" if parts[2] == "feedback" else "/unknown"
+    log.info(json.dumps({"event": "auth_refused", "status": 401, "reason": reason, "path_service": service,
+                         "address": req.remote_addr}))
+    evaluation_log(rt, service, None, 401, started, [], [], refusal=reason)

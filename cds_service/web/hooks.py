@@ -45,7 +45,7 @@ def call(service_id: str) -> Response:
     rt = runtime(app)
     service = service_or_404(service_id, rt)
     started = time.perf_counter()
-    status, rules_fired, card_uuids = 500, [], []
+    status, rules_fired, card_uuids, repairs = 500, [], [], ()
     hook_instance: str | None = None
     try:
         body, plain_text = read_json_plain(current_request(), rt.settings.max_json_depth)
@@ -56,13 +56,14 @@ def call(service_id: str) -> Response:
         status, rules_fired = 200, sorted({f.rule for f in outcome.findings})
         metrics.count_cards(outcome.response["cards"])
         card_uuids = [card["uuid"] for card in outcome.response.get("cards", []) if "uuid" in card]
+        repairs = outcome.repairs
         return json_response(outcome.response, app)
     except CDSError as exc:
         status = exc.status
         raise
     finally:
         access_log(service.id, hook_instance, status, started, rules_fired)
-        evaluation_log(rt, service.id, hook_instance, status, started, rules_fired, card_uuids)
+        evaluation_log(rt, service.id, hook_instance, status, started, rules_fired, card_uuids, repairs=repairs)
 
 
 @bp.post("/cds-services/<service_id>/feedback")
@@ -81,7 +82,8 @@ def json_response(body: Any, app: Flask) -> Response:
 
 
 def evaluation_log(rt: Runtime, service_id: str, hook_instance: str | None, status: int, started: float,
-                   rules_fired: list[str], card_uuids: list[str]) -> None:
+                   rules_fired: list[str], card_uuids: list[str], *, repairs: tuple[str, ...] = (),
+                   refusal: str | None = None) -> None:
     """Queue one row of the store's evaluation log; it is written behind the answer, which never waits on it.
 
     A database failure is logged by the store's writer (store_write_failed); this guard is for the queueing.
@@ -89,7 +91,7 @@ def evaluation_log(rt: Runtime, service_id: str, hook_instance: str | None, stat
     try:
         rt.store.record_evaluation(
             service_id, hook_instance, status, round((time.perf_counter() - started) * 1000, 1),
-            rules_fired, card_uuids,
+            rules_fired, card_uuids, repairs=repairs, refusal=refusal,
         )
     except Exception as exc:  # the answer stands whatever the log's database does
         cause = getattr(exc, "orig", None) or exc  # the driver's message, without the statement and its parameters

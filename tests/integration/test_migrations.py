@@ -55,13 +55,13 @@ def version_rows(engine: Engine) -> list[str]:
 def test_upgrade_from_empty_then_again_does_nothing(engine: Engine) -> None:
     assert migrations.current(engine) is None
     assert table_names(engine) == set()
-    assert migrations.upgrade(engine) == migrations.head() == "0003"
+    assert migrations.upgrade(engine) == migrations.head() == "0004"
     assert table_names(engine) == TABLES | {"alembic_version"}
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO cards_issued VALUES ('c-1', 's', 'r', 'hi', CURRENT_TIMESTAMP)"))
-    assert migrations.upgrade(engine) == "0003"
-    assert migrations.current(engine) == "0003"
-    assert version_rows(engine) == ["0003"]
+    assert migrations.upgrade(engine) == "0004"
+    assert migrations.current(engine) == "0004"
+    assert version_rows(engine) == ["0004"]
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM cards_issued")).scalar_one() == 1
 
@@ -77,8 +77,8 @@ def test_a_worker_starting_on_a_database_at_head_does_not_load_alembic(tmp_path:
     run = [sys.executable, "-c", script, url]
     first = subprocess.run(run, capture_output=True, text=True, timeout=120, check=True).stdout.split()
     again = subprocess.run(run, capture_output=True, text=True, timeout=120, check=True).stdout.split()
-    assert first == ["0003", "True"]  # a new database: migrated by Alembic
-    assert again == ["0003", "False"]  # at head: the version is read with SQLAlchemy alone
+    assert first == ["0004", "True"]  # a new database: migrated by Alembic
+    assert again == ["0004", "False"]  # at head: the version is read with SQLAlchemy alone
 
 
 def test_migrated_schema_matches_metadata(engine: Engine) -> None:
@@ -91,7 +91,7 @@ def test_migrated_schema_matches_metadata(engine: Engine) -> None:
 def test_revisions_apply_one_at_a_time(engine: Engine) -> None:
     assert migrations.upgrade(engine, "0001") == "0001"
     assert table_names(engine) == {"cards_issued", "feedback", "jwt_seen", "alembic_version"}
-    assert migrations.upgrade(engine) == "0003"
+    assert migrations.upgrade(engine) == "0004"
     assert "evaluations" in table_names(engine)
     indexes = {ix["name"] for ix in sa.inspect(engine).get_indexes("evaluations")}
     assert "ix_evaluations_evaluated_at" in indexes
@@ -103,7 +103,7 @@ def test_a_database_made_before_migrations_is_adopted(engine: Engine) -> None:
     metadata.create_all(engine, tables=[metadata.tables[t] for t in ("cards_issued", "feedback", "jwt_seen")])
     with engine.begin() as conn:
         conn.execute(sa.text("INSERT INTO cards_issued VALUES ('c-1', 's', 'r', 'hi', CURRENT_TIMESTAMP)"))
-    assert migrations.upgrade(engine) == "0003"
+    assert migrations.upgrade(engine) == "0004"
     assert "evaluations" in table_names(engine)
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM cards_issued")).scalar_one() == 1
@@ -113,10 +113,10 @@ def test_store_create_schema_is_the_upgrade(store_url: str) -> None:
     store = FeedbackStore(store_url)
     try:
         assert store.ping() is False
-        assert store.create_schema() == "0003"
-        assert store.create_schema() == "0003"
+        assert store.create_schema() == "0004"
+        assert store.create_schema() == "0004"
         assert store.ping() is True
-        assert version_rows(store.engine) == ["0003"]
+        assert version_rows(store.engine) == ["0004"]
     finally:
         store.dispose()
 
@@ -157,11 +157,11 @@ def test_concurrent_start_ups_all_succeed(store_url: str, tmp_path: Path) -> Non
             if p.poll() is None:
                 p.kill()
                 p.wait()
-    assert [(p.returncode, out.strip()) for p, (out, _) in zip(procs, outputs, strict=True)] == [(0, "0003")] * 3, [
+    assert [(p.returncode, out.strip()) for p, (out, _) in zip(procs, outputs, strict=True)] == [(0, "0004")] * 3, [
         err[-2000:] for _, err in outputs]
     e = make_engine(store_url)
     try:
-        assert version_rows(e) == ["0003"]
+        assert version_rows(e) == ["0004"]
     finally:
         e.dispose()
 
@@ -178,7 +178,7 @@ def test_a_new_sqlite_file_goes_to_wal_mode_once_another_writer_lets_go(tmp_path
     started = time.monotonic()
     store = FeedbackStore(f"sqlite:///{path}")
     try:
-        assert store.create_schema() == "0003"
+        assert store.create_schema() == "0004"
         assert time.monotonic() - started >= 0.25
         with store.engine.connect() as conn:
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
@@ -209,7 +209,7 @@ def test_concurrent_upgrades_in_one_process_all_succeed(store_url: str) -> None:
         for t in threads:
             t.join(timeout=60)
         assert failures == []
-        assert results == ["0003"] * len(engines)
+        assert results == ["0004"] * len(engines)
     finally:
         for e in engines:
             e.dispose()
@@ -236,11 +236,11 @@ def test_cli_db_upgrade_and_current(make_config: Callable[..., Path], tmp_path: 
     assert cli.main(["db", "current", "--config", str(config)]) == 0
     assert capsys.readouterr().out.strip() == "none"
     assert cli.main(["db", "upgrade", "--config", str(config)]) == 0
-    assert capsys.readouterr().out.strip() == "0003 (head)"
+    assert capsys.readouterr().out.strip() == "0004 (head)"
     assert cli.main(["db", "upgrade", "--config", str(config)]) == 0
-    assert capsys.readouterr().out.strip() == "0003 (head)"
+    assert capsys.readouterr().out.strip() == "0004 (head)"
     assert cli.main(["db", "current", "--config", str(config)]) == 0
-    assert capsys.readouterr().out.strip() == "0003 (head)"
+    assert capsys.readouterr().out.strip() == "0004 (head)"
     e = make_engine(f"sqlite:///{tmp_path}/cli/cds.db")
     try:
         assert TABLES <= table_names(e)
@@ -303,10 +303,63 @@ def test_one_evaluation_row_per_call_without_patient_data(store_url: str, make_c
 
         for row in (first, second):
             assert set(row) == {"id", "hook_instance", "service", "evaluated_at", "duration_ms", "status",
-                                "rules_fired", "card_uuids"}
+                                "rules_fired", "card_uuids", "repairs", "refusal"}
+            assert (row["repairs"], row["refusal"]) == (None, None)
             text = json.dumps(row, default=str)
             assert PATIENT_ID not in text
             assert CONDITION_CODE not in text
+    finally:
+        store.dispose()
+
+
+def test_repairs_and_refusals_are_in_the_evaluation_log(store_url: str, make_config: Callable[..., Path]) -> None:
+    """Each near-miss of R4 repaired is a line of the call's row; a 401 is a row with its reason, and a log
+    line with the reason and the address, never the token."""
+    app = create_app(str(make_config(store={"url": store_url})))
+    store = app.extensions["cds"].store
+    try:
+        request = copy.deepcopy(load_scenario("01")["request"])
+        first = request["prefetch"]["administrations"]["entry"][0]["resource"]
+        first["effectiveDateTime"] = "2025-03-04T10:15:00"
+        first["performer"] = first["performer"][0]
+        assert app.test_client().post(f"/cds-services/{SERVICE}", json=request).status_code == 200
+        store.flush()
+        (row,) = evaluation_rows(store.engine)
+        assert json.loads(row["repairs"]) == [
+            "MedicationAdministration at administrations: effectiveDateTime: a date-time without a time zone; "
+            "read in the encounter's offset (-05:00)",
+            "MedicationAdministration at administrations: performer: one value where FHIR R4 wants a list; "
+            "read as a list of one",
+        ]
+    finally:
+        store.dispose()
+    issuer = {"iss": "https://ehr.example.org", "jwks": {"keys": []}}
+    app = create_app(str(make_config(store={"url": store_url}, auth={"required": True, "trusted_issuers": [issuer]})))
+    store = app.extensions["cds"].store
+    try:
+        secret = "eyJhbGciOiJFUzM4NCIsInR5cCI6IkpXVCIsImtpZCI6ImsifQ.eyJpc3MiOiJ4In0.c2ln"
+        handler = Collect()
+        logger = logging.getLogger("cds_service.auth")
+        logger.addHandler(handler)
+        try:
+            client = app.test_client()
+            assert client.post(f"/cds-services/{SERVICE}", json=request).status_code == 401
+            assert client.post(f"/cds-services/{SERVICE}/feedback", json={},
+                               headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+            assert client.get("/cds-services", headers={"Authorization": f"Bearer {secret}"}).status_code == 401
+        finally:
+            logger.removeHandler(handler)
+        store.flush()
+        rows = [(r["service"], r["status"], r["refusal"], r["hook_instance"])
+                for r in evaluation_rows(store.engine)[1:]]  # after the call above
+        assert rows == [(SERVICE, 401, "no bearer token", None),
+                        (f"{SERVICE}/feedback", 401, "issuer not trusted", None),
+                        ("discovery", 401, "issuer not trusted", None)]
+        lines = [json.loads(m) for m in handler.messages if "auth_refused" in m]
+        assert [(line["reason"], line["path_service"], line["address"]) for line in lines] == [
+            ("no bearer token", SERVICE, "127.0.0.1"), ("issuer not trusted", f"{SERVICE}/feedback", "127.0.0.1"),
+            ("issuer not trusted", "discovery", "127.0.0.1")]
+        assert not any(secret in m for m in handler.messages)
     finally:
         store.dispose()
 

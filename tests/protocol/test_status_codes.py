@@ -181,7 +181,7 @@ def test_prefetched_operation_outcome_counts_as_no_data(client: FlaskClient) -> 
 def test_invalid_resource_gets_its_own_card_and_the_rest_is_evaluated(client: FlaskClient) -> None:
     request = request_01()
     entries = request["prefetch"]["administrations"]["entry"]
-    entries[1]["resource"]["effectiveDateTime"] = "2025-02-02T10:15:00"  # no time zone
+    entries[1]["resource"]["effectiveDateTime"] = "2025-02-30T10:15:00Z"  # no such day
     entries[2]["resource"]["effectivePeriod"] = {"start": "2025-01-01"}  # and effectiveDateTime: two of [x]
     body = client.post(DISCHARGE, json=request).get_json()
     assert sorted(topics(body)) == ["admin-96372", "drug-waste-modifier", "invalid-resource", "invalid-resource"]
@@ -191,6 +191,33 @@ def test_invalid_resource_gets_its_own_card_and_the_rest_is_evaluated(client: Fl
     assert "MedicationAdministration/ma-4f2b4345-p30" in invalid[0]["summary"]
     assert "effectiveDateTime" in invalid[0]["detail"]
     assert "MedicationAdministration/ma-4f2b4345-p60" in invalid[1]["summary"]
+
+
+def test_near_misses_of_r4_are_repaired_and_listed_in_one_info_card(client: FlaskClient) -> None:
+    """A date-time without a zone is read in the encounter's (-05:00), a single object where R4 wants a list
+    becomes a list of one, a list of one where R4 wants one value that value: the resources are billed, and
+    one info card says what the EHR should fix. Something else wrong with a resource still sets it aside."""
+    request = request_01()
+    first = request["prefetch"]["administrations"]["entry"][0]["resource"]
+    first["effectiveDateTime"] = "2025-03-04T10:15:00"
+    first["performer"] = first["performer"][0]
+    first["dosage"]["route"] = [first["dosage"]["route"]]
+    body = client.post(DISCHARGE, json=request).get_json()
+    assert sorted(topics(body)) == ["admin-96372", "drug-waste-modifier", "invalid-resource"]
+    assert suggested_charges(body)[0][0] == "96372"
+    (card,) = [c for c in body["cards"] if c["source"]["topic"]["code"] == "invalid-resource"]
+    assert card["indicator"] == "info"
+    assert card["summary"] == "1 resource read after repairing near-misses of FHIR R4; the EHR should send valid R4"
+    detail = " ".join(card["detail"].split())
+    assert "**MedicationAdministration/ma-4f2b4345-1** (from `administrations`)" in detail
+    assert "effectiveDateTime: a date-time without a time zone; read in the encounter's offset (-05:00)" in detail
+    assert "performer: one value where FHIR R4 wants a list; read as a list of one" in detail
+    assert "dosage.route: a list of one where FHIR R4 wants one value; read as that value" in detail
+    first["status"] = 5  # not a near-miss: the resource is set aside, as before
+    body = client.post(DISCHARGE, json=request).get_json()
+    (card,) = [c for c in body["cards"] if c["source"]["topic"]["code"] == "invalid-resource"]
+    assert card["indicator"] == "warning" and "was left out" in card["summary"]
+    assert "admin-96372" not in topics(body)
 
 
 @pytest.mark.parametrize("ensure_ascii", [True, False])  # "\\u00a0" escaped, or the character in UTF-8
@@ -246,7 +273,12 @@ def test_davinci_ri_near_miss_is_accepted(client: FlaskClient) -> None:
         request["prefetch"][key] = None
     response = client.post(ORDER_SIGN, json=request)
     assert response.status_code == 200
-    assert response.get_json() == {"cards": []}  # a DeviceRequest is no injection
+    # A DeviceRequest is no injection; the Bundle without type (R4 requires one) is read, and said so in one
+    # info card.
+    (card,) = response.get_json()["cards"]
+    assert (card["source"]["topic"]["code"], card["indicator"]) == ("invalid-resource", "info")
+    assert "**Bundle/(no id)** (from `context.draftOrders`): type: missing; read as a collection of its entries" \
+        in card["detail"]
 
 
 def sandbox_order_sign() -> dict[str, Any]:
@@ -265,8 +297,10 @@ def test_sandbox_order_sign_with_data_it_could_not_fetch(client: FlaskClient) ->
     for key in ("administrations", "conditions", "coverage"):
         request["prefetch"][key] = None
     body = client.post(ORDER_SIGN, json=request).get_json()
-    # Its draft MedicationRequest has no intent and no medication: not R4, so it is named, not billed.
-    assert topics(body) == ["invalid-resource"]
+    # Its draft MedicationRequest has no intent and no medication: not R4, so it is named, not billed (and its
+    # Bundle without type is listed as repaired).
+    assert topics(body) == ["invalid-resource", "invalid-resource"]
+    assert [card["indicator"] for card in body["cards"]] == ["warning", "info"]
     assert "MedicationRequest/request-123" in body["cards"][0]["summary"]
 
 
