@@ -19,8 +19,9 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed-run
 
+# make run PORT=8081 (and HOST=0.0.0.0) serve elsewhere than config's server.host/server.port.
 run: $(VENV)/.installed-run
-	$(BIN)/cds-service serve --config $(CONFIG)
+	$(BIN)/cds-service serve --config $(CONFIG)$(if $(PORT), --port $(PORT))$(if $(HOST), --host $(HOST))
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check cds_service tests

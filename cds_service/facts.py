@@ -96,6 +96,16 @@ ROUTE_TEXT: tuple[tuple[re.Pattern[str], RouteClass], ...] = tuple(
     )
 )
 
+# A product's dose form, in its name or the Medication's form (RxNorm's dose form names, and the words charts
+# use): with no injection route charted, a form that is not injected settles that the order or administration is
+# not an injection, and the service has nothing to say about it (issue 20). Names that say injected win.
+INJECTED_FORM = re.compile(r"\b(inject\w*|syringes?|auto-?injectors?|pen injectors?|vials?|cartridges?"
+                           r"|intramuscular|subcutaneous|intravenous|infusion)\b", re.I)
+NOT_INJECTED_FORM = re.compile(
+    r"\b(oral|chewable|sublingual|buccal|tablets?|capsules?|caplets?|lozenges?|troches?|chewing gum|mouthwash"
+    r"|toothpaste|topical|cutaneous|transdermal|patch|ophthalmic|otic|nasal|inhal(ant|er|ation)|nebuli[sz]er"
+    r"|rectal|suppositor(y|ies)|enema|vaginal|shampoo|cream|ointment|lotion)\b", re.I)
+
 NON_BILLABLE_CHARGE = {"entered-in-error", "aborted"}
 PATIENT_SUPPLIED_TEXT = re.compile(
     r"patient[- ]?(supplied|provided|brought|owned)|(pt|patient)'?s own (supply|medication|drug|vial)"
@@ -136,12 +146,14 @@ def build(
     unplaced = [ma for ma in resources.administrations if not placed(admin_times(ma), tz)]
     kept = [ma for ma in resources.administrations
             if ma.status != "entered-in-error" and all(ma is not bad for bad in unplaced)]  # RULES: ignored
+    kept = [ma for ma in kept if injected(ma, getattr(getattr(ma, "dosage", None), "route", None), resources)]
     mine = {id(ma) for ma in kept if belongs(ma, encounter_ref, local_date(effective(ma), tz), dos)}
     current = tuple(administration(ma, resources, terms.formulary, tz, diagnoses) for ma in kept if id(ma) in mine)
     history = tuple(earlier_dose(ma, resources, terms.formulary, tz) for ma in kept if id(ma) not in mine)
     if hook_kind == "order-sign":
         order_dos = dos or dt.date.today()
-        current = tuple(order(mr, resources, terms.formulary, order_dos, tz, diagnoses) for mr in resources.orders)
+        current = tuple(order(mr, resources, terms.formulary, order_dos, tz, diagnoses) for mr in resources.orders
+                        if injected(mr, getattr((mr.dosageInstruction or [None])[0], "route", None), resources))
     return Visit(
         hook_kind=hook_kind,
         patient_ref=f"Patient/{patient_id}",
@@ -154,6 +166,7 @@ def build(
                                    terms.formulary, dos)),
         invalid=(*resources.invalid, *unplaceable(unplaced, "administrations"),
                  *unplaceable([c for c in resources.charges if not placed(charge_times(c), tz)], "charges")),
+        repaired=tuple(resources.repaired),
         payer=payer(resources, terms.payers),
         policy=terms.policy,
     )
@@ -259,6 +272,25 @@ def medication_of(resource: Any, resources: Resources) -> tuple[Any, Any]:
     if med is None:
         return getattr(resource.medicationReference, "display", None), None
     return med.code, med
+
+
+def injected(resource: Any, route: Any, resources: Resources) -> bool:
+    """False for a product whose dose form is not injected (an oral tablet, a cream, an inhaler) given or ordered
+    without an injection route charted; a vaccine is always the service's (an oral or nasal one has its own
+    administration code)."""
+    concept, med = medication_of(resource, resources)
+    names = [concept] if isinstance(concept, str) else [getattr(concept, "text", None)]
+    names += [c.display for c in codings(concept)]
+    if med is not None:
+        names += [getattr(med.form, "text", None), *(c.display for c in codings(med.form))]
+    text = " ".join(filter(None, names))
+    if not NOT_INJECTED_FORM.search(text) or INJECTED_FORM.search(text) or "vaccin" in text.lower():
+        return True
+    if any(c.system in CVX_SYSTEMS for c in codings(concept)):
+        return True
+    charted, _ = route_of(route, [])
+    return charted.is_injection or charted in (RouteClass.IV_PUSH, RouteClass.IV_INFUSION,
+                                               RouteClass.INTRA_ARTERIAL)
 
 
 def drug_of(resource: Any, resources: Resources, formulary: Formulary, *, day: dt.date | None,

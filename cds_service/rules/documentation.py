@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from msgspec.structs import replace
+
 from cds_service.rules.model import DrugClass, Finding, Injection, PlannedLines, RouteClass, Visit
 from cds_service.rules.plan import plan
 
@@ -11,9 +13,18 @@ NOT_COMPLETED = frozenset({"in-progress", "on-hold", "not-done", "stopped", "unk
 
 
 def route_missing(inj: Injection, visit: Visit) -> Iterator[Finding]:
-    """No route coded or written: 96372 needs a documented SC or IM route (BILLING-FACTS, seed article)."""
+    """No route coded or written: 96372 needs a documented SC or IM route (BILLING-FACTS, seed article). For a
+    drug identified, the card says what the same injection would bill charted IM: the billing plan's own lines."""
     if inj.completed and inj.route is RouteClass.UNKNOWN:
-        yield Finding()
+        if inj.drug is None:
+            yield Finding()
+            return
+        im = replace(inj, route=RouteClass.IM, route_coded=True)
+        lines = plan(replace(visit, injections=(im,))).get(im.ref, PlannedLines())
+        yield Finding(detail={
+            "if_im": [{"code": line.code, "units": line.units} for line in (lines.admin, lines.drug) if line],
+            "if_im_dose_needed": lines.drug is None,
+        })
 
 
 def route_uncoded(inj: Injection, visit: Visit) -> Iterator[Finding]:

@@ -262,14 +262,14 @@ def test_setting(klass: str | None, pos: str | None, setting: Setting) -> None:
 
 
 def test_invalid_resource_is_set_aside_and_the_rest_read() -> None:
-    bad = admin(id="ma-bad", effectiveDateTime="2025-03-04T10:15:00")  # no time zone: not R4
+    bad = admin(id="ma-bad", effectiveDateTime="2025-03-04T10:15:61Z")  # no such second: not R4
     visit = visit_of(admin(), bad)
     assert [i.ref for i in visit.injections] == ["MedicationAdministration/ma-1"]
     (invalid,) = visit.invalid
     assert (invalid.where, invalid.resource_type, invalid.resource_id) == (
         "administrations", "MedicationAdministration", "ma-bad")
     assert invalid.problems and "effectiveDateTime" in invalid.problems[0]
-    assert "2025-03-04T10:15:00" not in " ".join(invalid.problems)
+    assert "2025-03-04T10:15:61Z" not in " ".join(invalid.problems)
 
 
 def test_captured_charges() -> None:
@@ -285,3 +285,50 @@ def test_captured_charges() -> None:
     (line,) = visit_of(admin(), charges=bundle(charge, gone)).charges
     assert (line.id, line.code, line.system, line.modifiers, line.date_of_service) == (
         "c1", "99213", "cpt", ("25",), dt.date(2025, 3, 4))
+
+
+# --- the product's dose form (issue 20) ------------------------------------------------------------------------
+
+def named(text: str, route: dict[str, Any] | None = None, **more: Any) -> dict[str, Any]:
+    """An administration of a product named by its RxNorm name only, with no route charted unless given."""
+    dosage: dict[str, Any] = {"dose": {"value": 1, "unit": "tablet"}}
+    if route is not None:
+        dosage["route"] = route
+    return admin(medicationCodeableConcept={"text": text, "coding": [{"system": RXNORM, "display": text}]},
+                 dosage=dosage, **more)
+
+
+@pytest.mark.parametrize("text", [
+    "Vitamin B 12 1 MG Oral Tablet", "cyanocobalamin 500 MCG Sublingual Tablet", "Ketorolac 0.5% Ophthalmic Solution",
+    "triamcinolone acetonide 0.1% Topical Cream", "albuterol 0.09 MG/ACTUAT Metered Dose Inhaler",
+    "ondansetron 4 MG Disintegrating Oral Tablet", "testosterone 50 MG/ACTUAT Transdermal Gel; 1 pump (topical)",
+])
+def test_a_product_that_is_not_injected_is_not_an_injection_when_no_route_is_charted(text: str) -> None:
+    assert visit_of(named(text)).injections == ()
+
+
+def test_the_product_settles_the_route_only_when_no_injection_route_is_charted() -> None:
+    im = {"coding": [{"system": SNOMED, "code": "78421000"}]}
+    assert only(named("Vitamin B 12 1 MG Oral Tablet", im)).route is RouteClass.IM  # the chart says IM: its word
+    assert only(named("cyanocobalamin 1000 MCG/ML Injectable Solution")).route is RouteClass.UNKNOWN
+    oral = {"coding": [{"system": SNOMED, "code": "26643006"}]}
+    assert visit_of(named("Vitamin B 12 1 MG Oral Tablet", oral)).injections == ()
+
+
+def test_a_vaccine_given_by_mouth_or_nose_stays_the_services() -> None:
+    rotavirus = named("rotavirus vaccine, live, oral, pentavalent")
+    assert [i.ref for i in visit_of(rotavirus).injections] == ["MedicationAdministration/ma-1"]
+
+
+def test_the_medication_form_says_it_too() -> None:
+    medication = {"resourceType": "Medication", "id": "m1", "code": {"text": "cyanocobalamin 1 MG"},
+                  "form": {"coding": [{"system": SNOMED, "code": "385055001", "display": "Tablet"}]}}
+    given = admin(medicationReference={"reference": "Medication/m1"}, dosage={"dose": {"value": 1}})
+    del given["medicationCodeableConcept"]
+    assert visit_of(given, medications=bundle(medication)).injections == ()
+
+
+def test_an_oral_dose_in_another_encounter_is_no_earlier_injection() -> None:
+    earlier = named("Vitamin B 12 1 MG Oral Tablet", id="ma-0", context={"reference": "Encounter/e0"},
+                    effectiveDateTime="2025-03-01T10:00:00-05:00")
+    assert visit_of(admin(), earlier).history == ()

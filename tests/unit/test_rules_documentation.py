@@ -88,14 +88,19 @@ def test_fully_documented_order_has_no_gaps(rule: Rule) -> None:
 # route-missing
 
 
-def test_route_missing_fires_on_unknown_route() -> None:
-    assert run(route_missing, make_injection(route=RouteClass.UNKNOWN, route_coded=False)) == [Finding()]
+IF_IM = {"if_im": [{"code": "96372", "units": Decimal(1)}, {"code": "J3420", "units": Decimal(1)}],
+         "if_im_dose_needed": False}
+
+
+def test_route_missing_fires_on_unknown_route_and_says_what_im_would_bill() -> None:
+    assert run(route_missing, make_injection(route=RouteClass.UNKNOWN, route_coded=False)) == [Finding(detail=IF_IM)]
+    assert run(route_missing, make_injection(route=RouteClass.UNKNOWN, drug=None)) == [Finding()]
 
 
 @pytest.mark.parametrize("status", ["draft", "active"])
 def test_route_missing_fires_on_order_being_signed(status: str) -> None:
     order = make_order(status=status, route=RouteClass.UNKNOWN, route_coded=False)
-    assert run_order(route_missing, order) == [Finding()]
+    assert run_order(route_missing, order) == [Finding(detail=IF_IM)]
 
 
 @pytest.mark.parametrize("status", NOT_COMPLETED)
