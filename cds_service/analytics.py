@@ -90,7 +90,7 @@ def reasons_text(s: RuleStats) -> str:
 def render(stats: Sequence[RuleStats], fmt: str) -> str:
     """The report as an aligned table, CSV or JSON."""
     if fmt == "json":
-        return json.dumps({"rules": as_dicts(stats)}, indent=2)
+        return json.dumps({"rules": as_dicts(stats), "override_rate": OVERRIDE_RATE}, indent=2)
     header = ["rule", "shown", "accepted", "overridden", "override_rate", "top_override_reasons"]
     rows = [[s.rule, str(s.shown), str(s.accepted), str(s.overridden),
              "" if s.override_rate is None else f"{s.override_rate:.1%}", reasons_text(s)] for s in stats]
@@ -99,12 +99,26 @@ def render(stats: Sequence[RuleStats], fmt: str) -> str:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(header)
         writer.writerows(rows)
-        return out.getvalue()
+        return out.getvalue()  # CSV stays rows only; the definition is in the table and JSON forms
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
              for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", OVERRIDE_RATE]) + "\n"
+
+
+OVERRIDE_RATE = ("override rate = overridden / (accepted + overridden): the share of the feedback received that "
+                 "overrode the card; cards without feedback do not count")
+
+
+def parse_range(since: str | None, until: str | None) -> tuple[dt.datetime | None, dt.datetime | None]:
+    """The instants [since, until) of a report asked for by days or date-times, alike in the CLI, the console
+    and GET /reports/feedback: a day as `until` is included whole (2025-03-31: up to 2025-04-01T00:00Z); a
+    date-time is the first instant left out. ValueError for anything else."""
+    end = parse_day(until)
+    if end is not None and until is not None and len(until) == 10:
+        end += dt.timedelta(days=1)
+    return parse_day(since), end
 
 
 def parse_day(value: str | None) -> dt.datetime | None:

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int)
 
     evaluate = commands.add_parser("evaluate", help="print the CDS Hooks response for a saved request")
-    evaluate.add_argument("request", help="a CDS Hooks request as JSON")
+    evaluate.add_argument("request", help='a CDS Hooks request as JSON, or a scenario file with one under "request"')
     evaluate.add_argument("--config")
     evaluate.add_argument("--service", help="service id (default: the service of the request's hook)")
 
@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     report = commands.add_parser("report", help="feedback per rule: shown, accepted, overridden, override rate")
     report.add_argument("--config")
     report.add_argument("--since", help="first day (UTC), e.g. 2025-03-01")
-    report.add_argument("--until", help="day after the last (UTC)")
+    report.add_argument("--until", help="last day (UTC), inclusive; or a date-time, the first instant left out")
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
 
     audit = commands.add_parser("audit", help="run the rules over a FHIR Bulk Data export; write findings and a report")
@@ -156,7 +156,7 @@ def run_report(args: argparse.Namespace) -> int:
 
     try:
         settings = configuration.load(args.config)
-        since, until = analytics.parse_day(args.since), analytics.parse_day(args.until)
+        since, until = analytics.parse_range(args.since, args.until)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -191,11 +191,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(exc, file=sys.stderr)
         return 2
     services = app.extensions["cds"].services
-    service_id = args.service or next(
-        (s.id for s in services.values() if isinstance(body, dict) and s.hook == body.get("hook")), None
+    scenario_service = None
+    if isinstance(body, dict) and "hook" not in body and isinstance(body.get("request"), dict):
+        scenario_service = body.get("service") if body.get("service") in services else None
+        body = body["request"]  # a scenario file (tests/fixtures, ../shared/scenarios): the request is a member
+    if not isinstance(body, dict) or not isinstance(body.get("hook"), str):
+        print(f"{args.request}: expected a CDS Hooks request (a JSON object with hook, hookInstance and context), "
+              "or a scenario file with one under \"request\"; this has no \"hook\"", file=sys.stderr)
+        return 2
+    service_id = args.service or scenario_service or next(
+        (s.id for s in services.values() if s.hook == body["hook"]), None
     )
     if service_id is None:
-        print(f"{args.request}: its hook matches none of this service's hooks", file=sys.stderr)
+        hooks = ", ".join(sorted({s.hook for s in services.values()}))
+        print(f"{args.request}: hook {body['hook']!r} is none of this service's hooks ({hooks}); "
+              "name a service with --service", file=sys.stderr)
         return 2
     response = app.test_client().post(f"/cds-services/{service_id}", json=body)
     payload: Any = response.get_json(silent=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -113,8 +114,29 @@ def problems(data: Any) -> list[str]:
     found = []
     for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
         path = "/".join(str(p) for p in error.absolute_path) or "(top level)"
-        found.append(f"{path}: {error.message}")
+        found.extend(f"{path}: {message}" for message in described(error))
     return found
+
+
+def described(error: jsonschema.ValidationError) -> list[str]:
+    """The violation as a person fixing the file wants it: an unknown key by name, with the key it may have meant
+    ('rule' -> 'rules'), rather than jsonschema's "does not match any of the regexes"."""
+    schema_of = error.schema if isinstance(error.schema, dict) else {}
+    if error.validator not in ("additionalProperties", "unevaluatedProperties") or not isinstance(error.instance, dict):
+        return [error.message]
+    known = list(schema_of.get("properties", {}))
+    patterns = list(schema_of.get("patternProperties", {}))
+    unknown = [key for key in error.instance if key not in known
+               and not any(re.search(pattern, str(key)) for pattern in patterns)]
+    if not unknown:
+        return [error.message]
+    free = " (free keys start with x-)" if "^x-" in patterns else ""
+    out = []
+    for key in unknown:
+        near = difflib.get_close_matches(str(key), known, n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else f"; known keys: {', '.join(sorted(known))}"
+        out.append(f"unknown key '{key}'{hint}{free}")
+    return out
 
 
 # PyYAML's SafeLoader built on libyaml, in C (its wheels include it): the same documents, a ninth of the

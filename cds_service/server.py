@@ -7,12 +7,15 @@ workers keep the old settings, so a bad edit never takes the service down.
 
 from __future__ import annotations
 
+import errno
 import glob
 import json
 import logging
 import os
 import resource
 import shutil
+import socket
+import sys
 import tempfile
 from typing import Any
 
@@ -53,7 +56,13 @@ class GunicornServer(BaseApplication):  # type: ignore[misc]
 
 
 def serve(settings: Settings, *, config_path: str | None, host: str, port: int, workers: int) -> int:
-    """Serve until SIGTERM/SIGINT; workers finish in-flight requests before exiting."""
+    """Serve until SIGTERM/SIGINT; workers finish in-flight requests before exiting. A port in use is one line
+    and exit 2 (gunicorn's own answer is ten lines of retries)."""
+    if port_in_use(host, port):
+        print(f"cds-service serve: {host}:{port} is in use. Stop what holds it, or serve on another port: "
+              f"make run PORT={port + 1}, cds-service serve --port {port + 1}, or server.port in the configuration.",
+              file=sys.stderr)
+        return 2
     if config_path is not None:
         os.environ["CDS_SERVICE_CONFIG"] = str(config_path)
     metrics_dir = prepare_metrics_dir()
@@ -100,6 +109,18 @@ class JsonLogger(glogging.Logger):  # type: ignore[misc]
 
         for handler in self.error_log.handlers:
             handler.setFormatter(JsonFormatter())
+
+
+def port_in_use(host: str, port: int) -> bool:
+    """Whether binding as gunicorn does (SO_REUSEADDR) fails because another socket listens there."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 def worker_connections() -> int:

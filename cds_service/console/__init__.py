@@ -8,7 +8,6 @@ It never reads or needs the EHR's JWT, and it never writes the configuration or 
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import hmac
 import json
@@ -300,10 +299,7 @@ def feedback() -> str:
     since_text, until_text = request.args.get("since", ""), request.args.get("until", "")
     error, stats = None, []
     try:
-        since = analytics.parse_day(since_text)
-        until = analytics.parse_day(until_text)
-        if until is not None and len(until_text) == 10:  # a day: up to and including it
-            until += dt.timedelta(days=1)
+        since, until = analytics.parse_range(since_text, until_text)
     except ValueError:
         error = "since and until must be dates (2025-03-04) or ISO date-times."
     else:

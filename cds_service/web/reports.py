@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from cds_service import analytics
-from cds_service.errors import CDSError, InvalidHookRequest, UnknownService
+from cds_service.errors import InvalidHookRequest, StoreUnavailable, UnknownService
 from cds_service.web.auth import require_bearer
 
 bp = Blueprint("reports", __name__)
@@ -23,13 +23,12 @@ def feedback_report() -> Response:
         raise ReportsDisabled("The report endpoint is off: set reports.token to enable it.")
     require_bearer(token)
     try:
-        since = analytics.parse_day(request.args.get("since"))
-        until = analytics.parse_day(request.args.get("until"))
+        since, until = analytics.parse_range(request.args.get("since"), request.args.get("until"))
     except ValueError:
         raise InvalidHookRequest("since and until must be ISO dates (2025-03-04) or date-times.") from None
     try:
         stats = analytics.rule_report(rt.store.engine, since, until)
-    except Exception as exc:  # the store is down: say so, do not leak it
-        raise CDSError() from exc
+    except Exception as exc:  # the store is down: say so (503, Retry-After), do not leak it
+        raise StoreUnavailable() from exc
     return jsonify({"since": request.args.get("since"), "until": request.args.get("until"),
-                    "rules": analytics.as_dicts(stats)})
+                    "rules": analytics.as_dicts(stats), "override_rate": analytics.OVERRIDE_RATE})

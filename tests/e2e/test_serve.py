@@ -263,6 +263,38 @@ def test_evaluate_prints_the_response(server: Server, tmp_path: Path) -> None:
     assert ("J3420", 1, ()) in suggested_charges(response)
 
 
+def test_evaluate_takes_a_scenario_file_as_it_is(server: Server) -> None:
+    """A scenario file (tests/fixtures, ../shared/scenarios) holds the request under "request"."""
+    result = run_cli("evaluate", str(next(FIXTURES.glob("01-*.json"))), "--config", str(server.config))
+    assert result.returncode == 0, result.stderr
+    assert ("J3420", 1, ()) in suggested_charges(json.loads(result.stdout))
+
+
+@pytest.mark.parametrize(("content", "said"), [
+    ('{"request": 5}', 'expected a CDS Hooks request (a JSON object with hook, hookInstance and context), or a '
+                       'scenario file with one under "request"; this has no "hook"'),
+    ('[1, 2]', 'this has no "hook"'),
+    ('{"hook": "patient-view", "hookInstance": "x", "context": {}}', "hook 'patient-view' is none of this "
+     "service's hooks (encounter-discharge, order-sign, org.injection-billing.encounter-close); name a service "
+     "with --service"),
+])
+def test_evaluate_says_what_it_expected(server: Server, tmp_path: Path, content: str, said: str) -> None:
+    odd = tmp_path / "odd.json"
+    odd.write_text(content)
+    result = run_cli("evaluate", str(odd), "--config", str(server.config))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert said in result.stderr
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(server: Server) -> None:
+    result = run_cli("serve", "--config", str(server.config), "--port", str(server.port))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"cds-service serve: 127.0.0.1:{server.port} is in use. Stop what holds it, or serve on another port: "
+        f"make run PORT={server.port + 1}, cds-service serve --port {server.port + 1}, or server.port in the "
+        "configuration."]
+
+
 @pytest.mark.parametrize("content", ["this is not JSON\n", '{"hook": '])
 def test_evaluate_refuses_a_non_json_file(server: Server, tmp_path: Path, content: str) -> None:
     bad = tmp_path / "bad.json"

@@ -55,7 +55,7 @@ def test_report_table(seeded: Any, config: Path, capsys: pytest.CaptureFixture[s
     assert main(["report", "--config", str(config)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split() == ["rule", "shown", "accepted", "overridden", "override_rate", "top_override_reasons"]
-    rows = {line.split()[0]: line for line in lines[2:]}
+    rows = {line.split()[0]: line for line in lines[2:-2]}  # then a blank line and the rate's definition
     assert rows["admin-96372"].split()[1:5] == ["2", "1", "1", "50.0%"]
     assert "Already billed on another charge (1)" in rows["admin-96372"]
     assert rows["drug-waste-modifier"].split()[1:5] == ["2", "0", "1", "100.0%"]
@@ -86,10 +86,11 @@ def test_endpoint_needs_its_token(seeded: Any) -> None:
     client = seeded.test_client()
     assert client.get("/reports/feedback").status_code == 401
     assert client.get("/reports/feedback", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    ok = client.get("/reports/feedback?until=2025-03-05", headers={"Authorization": f"Bearer {TOKEN}"})
+    ok = client.get("/reports/feedback?until=2025-03-04", headers={"Authorization": f"Bearer {TOKEN}"})
     assert ok.status_code == 200
     rules = {r["rule"]: r for r in ok.get_json()["rules"]}
     assert (rules["admin-96372"]["accepted"], rules["admin-96372"]["overridden"]) == (1, 0)
+    assert ok.get_json()["override_rate"].startswith("override rate = overridden / (accepted + overridden)")
     bad = client.get("/reports/feedback?since=soon", headers={"Authorization": f"Bearer {TOKEN}"})
     assert bad.status_code == 400
 
@@ -100,3 +101,34 @@ def test_endpoint_is_off_without_a_token(make_config: Callable[..., Path]) -> No
         assert app.test_client().get("/reports/feedback").status_code == 404
     finally:
         app.extensions["cds"].store.dispose()
+
+
+@pytest.mark.parametrize(("until", "outcomes"), [
+    ("2025-03-04", (1, 0)),  # a day: included whole
+    ("2025-03-05", (1, 1)),
+    ("2025-03-05T00:00:00Z", (1, 0)),  # an instant: the first one left out
+])
+def test_the_cli_the_console_and_the_endpoint_read_a_range_alike(
+        seeded: Any, config: Path, capsys: pytest.CaptureFixture[str], until: str, outcomes: tuple[int, int]) -> None:
+    assert main(["report", "--config", str(config), "--format", "json", "--until", until]) == 0
+    cli = {r["rule"]: r for r in json.loads(capsys.readouterr().out)["rules"]}["admin-96372"]
+    client = seeded.test_client()
+    http = {r["rule"]: r for r in client.get(f"/reports/feedback?until={until}", headers={
+        "Authorization": f"Bearer {TOKEN}"}).get_json()["rules"]}["admin-96372"]
+    assert (cli["accepted"], cli["overridden"]) == (http["accepted"], http["overridden"]) == outcomes
+    if len(until) == 10:  # the console's date field
+        token = seeded.extensions["cds"].settings.console_token
+        client.post("/console/login", data={"token": token})
+        page = client.get(f"/console/feedback?until={until}").get_data(as_text=True)
+        row = page.split('data-rule="admin-96372"')[1]
+        assert f'<td class="num accepted">{outcomes[0]}</td>' in row
+        assert f'<td class="num overridden">{outcomes[1]}</td>' in row
+        assert "Override rate = overridden / (accepted + overridden)" in page
+
+
+def test_the_table_says_what_the_override_rate_is(seeded: Any, config: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "--config", str(config)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == (
+        "override rate = overridden / (accepted + overridden): the share of the feedback received that overrode "
+        "the card; cards without feedback do not count")

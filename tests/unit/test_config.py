@@ -99,3 +99,15 @@ def test_yaml_is_read_by_libyaml_with_pyyamls_results_and_errors() -> None:
     for bad in ["a: [1", "\x00", "a: *x", "a: \ud800"]:  # the last: a lone surrogate, as a JSON escape gives
         with pytest.raises(yaml.YAMLError):
             config.safe_load(bad)
+
+
+def test_a_misspelled_key_is_named_with_the_key_it_may_mean() -> None:
+    data = yaml.safe_load(config.DEFAULT_CONFIG.read_text())
+    data["rule"] = data.pop("rules")
+    data["console"]["tokn"] = "x"
+    data["x-anchors"] = {"free": True}  # a free key is no problem
+    assert config.problems(data) == [
+        "(top level): unknown key 'rule'; did you mean 'rules'? (free keys start with x-)",
+        "(top level): 'rules' is a required property",
+        "console: unknown key 'tokn'; did you mean 'token'?",
+    ]
