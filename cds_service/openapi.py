@@ -34,12 +34,55 @@ def hoist(schema: dict[str, Any], prefix: str, into: dict[str, Any]) -> dict[str
 
 
 def error_responses(*statuses: int) -> dict[str, Any]:
-    meaning = {400: "Malformed JSON or a request that breaks this description", 401: "Missing or invalid JWT",
-               404: "Unknown service", 405: "Wrong method", 412: "Data needed is neither prefetched nor obtainable",
+    meaning = {400: "Malformed JSON or a request that breaks this description",
+               401: "Missing or invalid JWT (or token)",
+               404: "Unknown service, or a page or report that is off", 405: "Wrong method",
+               412: "Data needed is neither prefetched nor obtainable", 429: "Too many wrong tokens",
                413: "Body over the configured limit", 415: "Body that is not JSON", 500: "Unexpected error",
                503: "The store does not answer"}
     return {str(s): {"description": meaning[s], "content": {"application/json": {"schema": OUTCOME}}}
             for s in statuses}
+
+
+CONSOLE_PAGES = (
+    ("/console/", "get", "The console: try a request (the examples, or one pasted)"),
+    ("/console/", "post", "Evaluate the request pasted (form: request, service, csrf_token)"),
+    ("/console/login", "get", "The console's login form"),
+    ("/console/login", "post", "Log in with console.token (form: token, csrf_token); 429 with Retry-After after "
+                               "console.login_failures wrong tokens from one address"),
+    ("/console/logout", "post", "Log out"),
+    ("/console/config", "get", "The configuration in force"),
+    ("/console/config", "post", "What-if: evaluate the examples under an edited configuration (form)"),
+    ("/console/catalog", "get", "Look a drug up by NDC, name or code, quarter by quarter (query: q)"),
+    ("/console/feedback", "get", "Feedback per rule and the override rate (query: since, until, days included)"),
+    ("/console/examples/{example_id}", "get", "An example request as JSON"),
+)
+
+
+def console_paths() -> dict[str, Any]:
+    """The console's pages: HTML for a person in a browser (console.enabled), behind console.token."""
+    paths: dict[str, Any] = {}
+    for path, method, summary in CONSOLE_PAGES:
+        operation: dict[str, Any] = {
+            "summary": summary, "tags": ["console"], "security": [{"consoleSession": []}],
+            "operationId": "console" + "".join(part.title() for part in re_words(path)) + method.title(),
+            "responses": {
+                "200": {"description": "A page", "content": {"text/html": {"schema": {"type": "string"}}}},
+                "303": {"description": "To the login form when not logged in, or after a form"},
+                "400": {"description": "A form without its CSRF token"},
+                "404": {"description": "The console is off (console.enabled), or no such example"},
+                "429": {"description": "Locked out after too many wrong tokens (Retry-After)"},
+            },
+        }
+        if "{example_id}" in path:
+            operation["parameters"] = [{"name": "example_id", "in": "path", "required": True,
+                                        "schema": {"type": "string"}}]
+        paths.setdefault(path, {})[method] = operation
+    return paths
+
+
+def re_words(path: str) -> list[str]:
+    return [word for word in path.replace("{", "").replace("}", "").replace("_", "/").split("/") if word]
 
 
 def call_schema(service: ServiceDef) -> dict[str, Any]:
@@ -119,9 +162,44 @@ def document(services: dict[str, ServiceDef]) -> dict[str, Any]:
                 "responses": {"200": {"description": "Ready", "content": {"application/json": {
                     "schema": {"type": "object"}}}}, **error_responses(503)},
             }},
+            "/": {"get": {
+                "summary": "Where things are: discovery, the console, this description", "operationId": "index",
+                "security": [], "responses": {"200": {"description": "Links", "content": {"application/json": {
+                    "schema": {"type": "object", "required": ["discovery", "openapi"]}}}}},
+            }},
+            "/openapi.json": {"get": {
+                "summary": "This description", "operationId": "openapi", "security": [],
+                "responses": {"200": {"description": "OpenAPI 3.1", "content": {"application/json": {
+                    "schema": {"type": "object"}}}}},
+            }},
+            "/metrics": {"get": {
+                "summary": "Prometheus metrics, summed over the instance's workers", "operationId": "metrics",
+                "description": "Needs `Authorization: Bearer <metrics.token>` when metrics.token is set.",
+                "security": [{}, {"tokenBearer": []}],
+                "responses": {"200": {"description": "Prometheus text format", "content": {"text/plain": {
+                    "schema": {"type": "string"}}}}, **error_responses(401)},
+            }},
+            "/reports/feedback": {"get": {
+                "summary": "Cards shown, accepted and overridden per rule, and the override rate",
+                "operationId": "feedbackReport", "security": [{"tokenBearer": []}],
+                "description": "Override rate = overridden / (accepted + overridden). A day as `until` is included "
+                               "whole; a date-time is the first instant left out. 404 when reports.token is not "
+                               "set.",
+                "parameters": [{"name": name, "in": "query", "required": False, "schema": {"type": "string"},
+                                "description": what} for name, what in (
+                    ("since", "first day (UTC) or date-time, e.g. 2025-03-01"),
+                    ("until", "last day (UTC), inclusive, or the first date-time left out"))],
+                "responses": {"200": {"description": "The report", "content": {"application/json": {"schema": {
+                    "type": "object", "required": ["rules", "override_rate"]}}}},
+                    **error_responses(400, 401, 404, 503)},
+            }},
+            **console_paths(),
         },
         "components": {
             "schemas": components,
-            "securitySchemes": {"cdsHooksJwt": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "securitySchemes": {"cdsHooksJwt": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                                "tokenBearer": {"type": "http", "scheme": "bearer",
+                                                "description": "metrics.token or reports.token"},
+                                "consoleSession": {"type": "apiKey", "in": "cookie", "name": "session"}},
         },
     }

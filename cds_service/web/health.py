@@ -22,6 +22,22 @@ def healthz() -> Response:
     return jsonify({"status": "ok", "store": "ok", "cms_quarters": report.summary(rt.settings.partb)})
 
 
+@bp.get("/")
+def index() -> Response:
+    """Where things are, for a person or a program that starts at the root."""
+    rt = current_app.extensions["cds"]
+    console = "/console/" if rt.settings.console_enabled else None
+    return jsonify({
+        "service": "Injection billing CDS service (CDS Hooks 2.0)",
+        "discovery": "/cds-services",
+        "console": console,
+        "openapi": "/openapi.json",
+        "health": "/healthz",
+        "metrics": "/metrics",
+        "services": sorted(f"/cds-services/{service_id}" for service_id in rt.services),
+    })
+
+
 @bp.get("/openapi.json")
 def openapi() -> Response:
     return jsonify(document(current_app.extensions["cds"].services))
