@@ -13,7 +13,7 @@ from markupsafe import Markup
 from sqlalchemy.engine import make_url
 
 from cds_service.analytics import RuleStats
-from cds_service.cards import CODE_SYSTEMS
+from cds_service.cards import CODE_SYSTEMS, amount
 from cds_service.partb import PartB, quarter_label, report
 from cds_service.runtime import Runtime
 
@@ -165,8 +165,8 @@ def text(value: Any) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, Mapping):
-        if set(value) == {"value", "unit"}:
-            return f"{value['value']} {value['unit']}"
+        if set(value) == {"value", "unit"}:  # a dose as a coder writes it: "1,000 mcg", not "1000 ug"
+            return amount(value["value"], value["unit"]) or "\u2014"
         return "; ".join(f"{k}: {text(v)}" for k, v in value.items())
     if isinstance(value, list | tuple):
         return ", ".join(text(v) for v in value) if value else "\u2014"

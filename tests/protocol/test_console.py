@@ -165,3 +165,20 @@ def test_what_if_never_reads_files_or_writes(app: Flask, tmp_path: Path) -> None
 def test_feedback_page_reports_bad_dates(client: FlaskClient) -> None:
     page = client.get("/console/feedback?since=yesterday").get_data(as_text=True)
     assert "must be dates" in page and "<svg" in page
+
+
+def test_units_and_labels_read_as_a_coder_writes_them(client: FlaskClient) -> None:
+    """"x 1 unit" (not "1 units"), doses in mcg (not UCUM's ug), no empty Parameters column, and an answer
+    without a service is not "Answer of (no service)"."""
+    token = csrf(client)
+    page = client.post("/console", data={"csrf_token": token, "example": "01-happy-im-medicare"}).get_data(
+        as_text=True)
+    units = re.findall(r'<span class="charge-units">([^<]+)</span> (units?)', page)
+    assert ("1", "unit") in units and all(word == ("unit" if n == "1" else "units") for n, word in units)
+    config = client.get("/console/config").get_data(as_text=True)
+    assert "1,000 mcg" in config and not re.search(r"<td>[^<]*\bug\b[^<]*</td>", config)  # the tables; the
+    # what-if editor holds the YAML as written
+    assert "<th>Parameters</th>" not in config
+    page = client.post("/console", data={"csrf_token": token, "request_json": '{"hook": "nothing"}'}).get_data(
+        as_text=True)
+    assert "(no service)" not in page and "Answer: HTTP" in page
