@@ -7,7 +7,7 @@ import json
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,6 @@ DEFAULT_QUARTERS_DIR = "var/cms"
 class RuleSettings:
     enabled: bool
     indicator: str | None = None
-    params: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -79,13 +78,13 @@ class Settings:
     policy: BillingPolicy
     rules: Mapping[str, RuleSettings]
 
-    def enabled_rules(self) -> Mapping[str, Mapping[str, Any]]:
-        """Map each enabled rule id to its parameters (worked out once: read, never change, what it returns)."""
+    def enabled_rules(self) -> frozenset[str]:
+        """The ids of the enabled rules (worked out once)."""
         return self._enabled_rules
 
     @cached_property
-    def _enabled_rules(self) -> Mapping[str, Mapping[str, Any]]:
-        return {rule_id: r.params for rule_id, r in self.rules.items() if r.enabled}
+    def _enabled_rules(self) -> frozenset[str]:
+        return frozenset(rule_id for rule_id, r in self.rules.items() if r.enabled)
 
 
 def code_classes(billing: Mapping[str, Any]) -> CodeClasses:
@@ -279,11 +278,7 @@ def build(data: Mapping[str, Any], source: str, loaded: partb.PartB) -> Settings
             noc_codes=frozenset(billing.get("noc_codes", [])),
         ),
         rules={
-            rule_id: RuleSettings(
-                enabled=spec["enabled"],
-                indicator=spec.get("indicator"),
-                params={k: v for k, v in spec.items() if k not in ("enabled", "indicator")},
-            )
+            rule_id: RuleSettings(enabled=spec["enabled"], indicator=spec.get("indicator"))
             for rule_id, spec in data["rules"].items()
         },
     )

@@ -99,12 +99,12 @@ def evaluate(
     return Outcome({"cards": cards}, findings, tuple(payment_at_risk(f, visit) for f in findings), repairs)
 
 
-def enabled_rules(settings: Settings, options: Mapping[str, Any]) -> Mapping[str, Mapping[str, Any]]:
+def enabled_rules(settings: Settings, options: Mapping[str, Any]) -> frozenset[str]:
     """The configuration's enabled rules, less the groups this call switched off."""
     off = {rule_id for group, ids in rules.GROUPS.items() if options.get(group) is False for rule_id in ids}
     if not off:
         return settings.enabled_rules()
-    return {rule_id: params for rule_id, params in settings.enabled_rules().items() if rule_id not in off}
+    return settings.enabled_rules() - off
 
 
 def unresolved_medications(resources: parse.Resources) -> list[str]:

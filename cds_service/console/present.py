@@ -188,8 +188,7 @@ def config_view(rt: Runtime) -> ConfigView:
     templates = rt.renderer.templates
     rules = [
         {"id": rule_id, "title": templates[rule_id].title if rule_id in templates else "",
-         "enabled": spec.enabled, "indicator": rt.renderer.indicators.get(rule_id, "info"),
-         "params": text(dict(spec.params)) if spec.params else ""}
+         "enabled": spec.enabled, "indicator": rt.renderer.indicators.get(rule_id, "info")}
         for rule_id, spec in rt.settings.rules.items()
     ]
     payers = [

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
+from typing import Literal
 
 from msgspec.structs import replace
 
@@ -11,80 +12,79 @@ from cds_service.rules import billing, charges, coverage, documentation, quality
 from cds_service.rules.model import Finding, Injection, Visit
 from cds_service.rules.plan import prepare
 
-__all__ = ["GROUPS", "RULES", "evaluate", "prepare"]
+__all__ = ["GROUPS", "RULES", "Rule", "evaluate", "prepare"]
 
-InjectionRule = Callable[..., Iterator[Finding]]
-VisitRule = Callable[..., Iterator[Finding]]
+Check = Callable[..., Iterator[Finding]]
 
-# Rules about one injection: fn(inj, visit, **params).
-INJECTION_RULES: dict[str, InjectionRule] = {
-    "admin-96372": billing.admin_96372,
-    "admin-code-alternative": billing.admin_code_alternative,
-    "drug-waste-modifier": billing.drug_waste_modifier,
-    "status-not-completed": documentation.status_not_completed,
-    "route-missing": documentation.route_missing,
-    "route-uncoded": documentation.route_uncoded,
-    "route-contrary-to-label": documentation.route_contrary_to_label,
-    "dose-missing": documentation.dose_missing,
-    "dose-above-label": documentation.dose_above_label,
-    "drug-uncoded": documentation.drug_uncoded,
-    "drug-unknown": documentation.drug_unknown,
-    "admin-time-missing": documentation.admin_time_missing,
-    "dos-mismatch": documentation.dos_mismatch,
-    "performer-missing": documentation.performer_missing,
-    "patient-supplied-drug": documentation.patient_supplied_drug,
-    "noc-drug-code": documentation.noc_drug_code,
-    "compounded-drug": documentation.compounded_drug,
-    "self-administered-drug": documentation.self_administered_drug,
-    "diagnosis-missing": coverage.diagnosis_missing,
-    "diagnosis-not-covered": coverage.diagnosis_not_covered,
-    "frequency-exceeded": coverage.frequency_exceeded,
-    "charge-code-mismatch": charges.charge_code_mismatch,
-    "charge-units-mismatch": charges.charge_units_mismatch,
-    "code-not-current": charges.code_not_current,
+
+@dataclass(frozen=True)
+class Rule:
+    """One rule of domain/RULES.md: its check, the per-call option group that switches it off
+    (protocol.OPTION_GROUPS), and what it looks at: each injection, check(inj, visit), or the visit as a whole,
+    check(visit)."""
+
+    check: Check
+    group: Literal["billing", "documentation", "coverage", "charges", "data-quality"]
+    scope: Literal["injection", "visit"]
+
+
+# The one table of rules. Adding a rule: its check here, its card text (cards/<id>.yaml), its entry in
+# config/default.yaml, and its test. The config schema's enum, the option groups and the tests' list are held
+# to this table by tests. Order is evaluation order: injection rules (per injection), then visit rules.
+RULES: dict[str, Rule] = {
+    "admin-96372": Rule(billing.admin_96372, "billing", "injection"),
+    "admin-code-alternative": Rule(billing.admin_code_alternative, "billing", "injection"),
+    "drug-waste-modifier": Rule(billing.drug_waste_modifier, "billing", "injection"),
+    "status-not-completed": Rule(documentation.status_not_completed, "documentation", "injection"),
+    "route-missing": Rule(documentation.route_missing, "documentation", "injection"),
+    "route-uncoded": Rule(documentation.route_uncoded, "documentation", "injection"),
+    "route-contrary-to-label": Rule(documentation.route_contrary_to_label, "documentation", "injection"),
+    "dose-missing": Rule(documentation.dose_missing, "documentation", "injection"),
+    "dose-above-label": Rule(documentation.dose_above_label, "documentation", "injection"),
+    "drug-uncoded": Rule(documentation.drug_uncoded, "documentation", "injection"),
+    "drug-unknown": Rule(documentation.drug_unknown, "documentation", "injection"),
+    "admin-time-missing": Rule(documentation.admin_time_missing, "documentation", "injection"),
+    "dos-mismatch": Rule(documentation.dos_mismatch, "documentation", "injection"),
+    "performer-missing": Rule(documentation.performer_missing, "documentation", "injection"),
+    "patient-supplied-drug": Rule(documentation.patient_supplied_drug, "documentation", "injection"),
+    "noc-drug-code": Rule(documentation.noc_drug_code, "documentation", "injection"),
+    "compounded-drug": Rule(documentation.compounded_drug, "documentation", "injection"),
+    "self-administered-drug": Rule(documentation.self_administered_drug, "documentation", "injection"),
+    "diagnosis-missing": Rule(coverage.diagnosis_missing, "coverage", "injection"),
+    "diagnosis-not-covered": Rule(coverage.diagnosis_not_covered, "coverage", "injection"),
+    "frequency-exceeded": Rule(coverage.frequency_exceeded, "coverage", "injection"),
+    "charge-code-mismatch": Rule(charges.charge_code_mismatch, "charges", "injection"),
+    "charge-units-mismatch": Rule(charges.charge_units_mismatch, "charges", "injection"),
+    "code-not-current": Rule(charges.code_not_current, "charges", "injection"),
+    "multiple-injections": Rule(billing.multiple_injections, "billing", "visit"),
+    "same-day-em-modifier-25": Rule(charges.same_day_em_modifier_25, "charges", "visit"),
+    "em-99211-bundled": Rule(charges.em_99211_bundled, "charges", "visit"),
+    "facility-setting": Rule(charges.facility_setting, "charges", "visit"),
+    "charge-unsupported": Rule(charges.charge_unsupported, "charges", "visit"),
+    "invalid-resource": Rule(quality.invalid_resource, "data-quality", "visit"),
 }
-
-# Rules about the visit as a whole: fn(visit, **params).
-VISIT_RULES: dict[str, VisitRule] = {
-    "multiple-injections": billing.multiple_injections,
-    "same-day-em-modifier-25": charges.same_day_em_modifier_25,
-    "em-99211-bundled": charges.em_99211_bundled,
-    "facility-setting": charges.facility_setting,
-    "charge-unsupported": charges.charge_unsupported,
-    "invalid-resource": quality.invalid_resource,
-}
-
-RULES: dict[str, Callable[..., Iterator[Finding]]] = {**INJECTION_RULES, **VISIT_RULES}
+INJECTION_RULES = {rule_id: rule for rule_id, rule in RULES.items() if rule.scope == "injection"}
+VISIT_RULES = {rule_id: rule for rule_id, rule in RULES.items() if rule.scope == "visit"}
 
 # Rule groups a caller may switch off per call (see protocol: configuration options).
 GROUPS: dict[str, frozenset[str]] = {
-    "billing": frozenset({"admin-96372", "admin-code-alternative", "multiple-injections", "drug-waste-modifier"}),
-    "documentation": frozenset({
-        "route-missing", "route-uncoded", "route-contrary-to-label", "dose-missing", "dose-above-label",
-        "drug-uncoded", "admin-time-missing", "dos-mismatch", "performer-missing", "status-not-completed",
-        "patient-supplied-drug", "noc-drug-code", "compounded-drug", "self-administered-drug", "drug-unknown",
-    }),
-    "coverage": frozenset({"diagnosis-missing", "diagnosis-not-covered", "frequency-exceeded"}),
-    "charges": frozenset({
-        "same-day-em-modifier-25", "em-99211-bundled", "facility-setting", "charge-code-mismatch",
-        "charge-units-mismatch", "charge-unsupported", "code-not-current",
-    }),
-    "data-quality": frozenset({"invalid-resource"}),
+    group: frozenset(rule_id for rule_id, rule in RULES.items() if rule.group == group)
+    for group in dict.fromkeys(rule.group for rule in RULES.values())
 }
 
 
-def evaluate(visit: Visit, enabled: Mapping[str, Mapping[str, Any]]) -> Iterator[Finding]:
-    """Run every enabled rule on a prepared visit; `enabled` maps a rule id to its keyword parameters."""
+def evaluate(visit: Visit, enabled: Collection[str]) -> Iterator[Finding]:
+    """Run every enabled rule (by id) on a prepared visit."""
     if visit.injections and not visit.plan:
         visit = prepare(visit)
     for inj in visit.injections:
-        for rule_id, fn in INJECTION_RULES.items():
+        for rule_id, rule in INJECTION_RULES.items():
             if rule_id in enabled:
-                for finding in fn(inj, visit, **enabled[rule_id]):
+                for finding in rule.check(inj, visit):
                     yield _label(finding, rule_id, inj)
-    for rule_id, visit_fn in VISIT_RULES.items():
+    for rule_id, rule in VISIT_RULES.items():
         if rule_id in enabled:
-            for finding in visit_fn(visit, **enabled[rule_id]):
+            for finding in rule.check(visit):
                 yield replace(finding, rule=rule_id)
 
 

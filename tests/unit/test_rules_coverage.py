@@ -289,7 +289,7 @@ TRIGGERS: dict[str, tuple[Rule, dict[str, Any]]] = {
 @pytest.mark.parametrize("rule_id", list(TRIGGERS))
 def test_evaluate_labels_finding_with_rule_id_and_subject(rule_id: str) -> None:
     rule, overrides = TRIGGERS[rule_id]
-    assert RULES[rule_id] is rule
+    assert RULES[rule_id].check is rule
     faulty = make_injection(**{"ref": "MedicationAdministration/faulty", **overrides})
     clean = dose(30, ref="MedicationAdministration/clean")  # 30 days after the last maintenance dose
     visit = make_visit(clean, faulty, history=(dose(90), dose(60)), payer=PAYER)
