@@ -35,7 +35,7 @@ PARTS = [
     ("cards (Jinja templates)", ("cds_service/cards.py", "jinja2")),
     ("store (write-behind)", ("cds_service/store.py", "sqlalchemy")),
     ("request check (JSON Schema)", ("cds_service/protocol.py", "jsonschema", "referencing")),
-    ("JSON body (orjson, nesting)", ("cds_service/web/body.py",)),
+    ("JSON body (orjson, nesting)", ("cds_service/jsontext.py", "cds_service/web/body.py")),
     ("logs", ("cds_service/web/logs.py", "logging/")),
     ("metrics", ("prometheus_client", "cds_service/web/metrics.py", "cds_service/metrics.py")),
     ("service glue (web/, runtime, service)",  # the call's own steps, and freeing its objects as they end

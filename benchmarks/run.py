@@ -217,7 +217,7 @@ def in_process(config: Path, plan: Plan) -> dict[str, float]:
     from cds_service import service as service_mod
     from cds_service.app import create_app
     from cds_service.fhir import parse, prefetch
-    from cds_service.web.body import loads_plain
+    from cds_service.jsontext import loads_plain
 
     print("\n1. IN-PROCESS (Flask test client, one thread; ms per request)")
     app = create_app(config)

@@ -131,7 +131,7 @@ class HookRequest:
     fhir_server: str | None = None
     access_token: str | None = field(default=None, repr=False)
     options: Mapping[str, Any] = field(default_factory=dict)
-    plain_text: bool = False  # the body's JSON text was plain (web.body.loads_plain): its resources may go PLAIN
+    plain_text: bool = False  # the body's JSON text was plain (jsontext.loads_plain): its resources may go PLAIN
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,7 @@ def short(error: jsonschema.ValidationError) -> str:
 def parse_hook_request(
     body: Any, service: ServiceDef, max_cards: int = 20, *, plain_text: bool = False
 ) -> HookRequest:
-    """Check a service call against the spec and the service's hook; plain_text as web.body.loads_plain says."""
+    """Check a service call against the spec and the service's hook; plain_text as jsontext.loads_plain says."""
     check("request.schema.json", body)
     if body["hook"] != service.hook:
         raise InvalidHookRequest(f"hook '{body['hook']}' does not match service '{service.id}' ({service.hook}).")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from cds_service.fhir.parse import ref_key
-from cds_service.web.body import too_deep
+from cds_service.jsontext import too_deep
 
 SUFFIXES = (".ndjson", ".ndjson.gz")
 # The reference that files each resource under its patient (Coverage names the insured as beneficiary).

@@ -32,9 +32,9 @@ from cds_service.errors import (
     UnknownService,
 )
 from cds_service.fhir.client import FhirClient
+from cds_service.jsontext import loads
 from cds_service.runtime import Runtime
 from cds_service.service import Outcome
-from cds_service.web.body import loads
 from cds_service.web.errors import GENERIC_500, outcome_body
 
 log = logging.getLogger("cds_service.console")

@@ -13,7 +13,7 @@ import urllib3
 
 from cds_service import metrics
 from cds_service.errors import FhirDataUnavailable
-from cds_service.web.body import too_deep
+from cds_service.jsontext import too_deep
 
 DEFAULT_PORTS = {"http": 80, "https": 443}
 CHUNK = 64 * 1024

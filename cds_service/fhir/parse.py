@@ -136,7 +136,7 @@ def validate(where: str, data: Any, into: Resources, *, history: bool = False, p
     """Validate one resource of a type the service reads; record it as invalid when it fails.
 
     history=True validates only HISTORY_ELEMENTS of an administration (the rest is not read); plain=True
-    says data was read from text that web.body.loads_plain found plain, which the PLAIN Structs ask."""
+    says data was read from text that jsontext.loads_plain found plain, which the PLAIN Structs ask."""
     if not isinstance(data, dict):
         into.invalid.append(InvalidResource(where, "(unknown)", None, ("entry has no resource object",)))
         return None
@@ -195,7 +195,7 @@ def read(
     """Validate every prefetched or fetched value (by key) and the draft orders of order-sign.
 
     Given the encounter in context, administrations linked to another encounter are read as history.
-    `plain` names the keys (and DRAFT_ORDERS) read from plain text (web.body.loads_plain)."""
+    `plain` names the keys (and DRAFT_ORDERS) read from plain text (jsontext.loads_plain)."""
     out = Resources(zone=repair.zone_of(values.get("encounter")))
     sources: list[tuple[str, Mapping[str, Any]]] = [(k, v) for k, v in values.items() if isinstance(v, dict)]
     if draft_orders:

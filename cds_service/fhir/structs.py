@@ -210,7 +210,7 @@ def always_matches(pattern: str) -> bool:
 class Variant:
     """A family of generated Structs: its class names start with `prefix`.
 
-    STRICT checks every pattern. PLAIN is for JSON text that `web.body.loads_plain` found plain (read by
+    STRICT checks every pattern. PLAIN is for JSON text that `jsontext.loads_plain` found plain (read by
     orjson, 255 levels deep at most, no whitespace in it but space, tab, CR and LF): there fhir_core's
     String pattern, `[ \\r\\n\\t\\S]+`, which refuses only a text that is empty or made of other
     whitespace, is min_length=1, checked in C instead of by a call to `re` per string (a quarter of the
@@ -438,7 +438,7 @@ def accept(struct: type[FhirStruct], data: Any, *, plain: bool = False) -> FhirS
     First orjson writes it out (about 1 µs a resource) and so refuses what pydantic-core refuses in any
     string and `re` would let through, a lone surrogate (json.loads keeps `\\ud800` escapes); and
     with it an integer beyond 64 bits and nesting past 255 levels, which pydantic then judges.
-    plain=True says the data was read from text that `web.body.loads_plain` found plain (a PLAIN Struct's
+    plain=True says the data was read from text that `jsontext.loads_plain` found plain (a PLAIN Struct's
     condition): orjson read it, at most 255 levels deep, so none of these can be in it, and the check is
     skipped."""
     try:

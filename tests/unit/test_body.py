@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cds_service import jsontext as body
 from cds_service.errors import InvalidHookRequest
-from cds_service.web import body
-from cds_service.web.body import loads, loads_plain, only_plain_whitespace, too_deep
+from cds_service.jsontext import loads, loads_plain, only_plain_whitespace, too_deep
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(alphabet='[]{}"\\ab,:\u00e9'),

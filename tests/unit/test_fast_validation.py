@@ -27,7 +27,7 @@ from fhir_core import types as fhir_types
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from cds_service.fhir import parse, structs
-from cds_service.web.body import only_plain_whitespace
+from cds_service.jsontext import only_plain_whitespace
 from tests.conftest import FIXTURES, ROOT
 
 SOURCES = [FIXTURES, ROOT / "cds_service" / "console" / "examples", ROOT.parent / "shared"]
@@ -78,7 +78,7 @@ def plain(value: Any) -> Any:
 
 
 def is_plain_text(data: Any) -> bool:
-    """Whether data, written as JSON, is what the service reads with the PLAIN Structs (web.body.loads_plain)."""
+    """Whether data, written as JSON, is what the service reads with the PLAIN Structs (jsontext.loads_plain)."""
     try:
         return only_plain_whitespace(orjson.dumps(data))
     except orjson.JSONEncodeError:  # a lone surrogate, a number past 64 bits, nesting past 255

@@ -123,9 +123,15 @@ def test_a_failing_stream_drops_the_lines_and_logging_goes_on() -> None:
         def write(self, text: str) -> int:
             raise BrokenPipeError(32, "Broken pipe")
 
-    log = logger_with(BatchedStreamHandler(Broken(), interval=60), "broken")
+    handler = BatchedStreamHandler(Broken(), interval=60)
+    log = logger_with(handler, "broken")
     log.error(Event({"event": "one"}))
     log.error(Event({"event": "two"}))  # no exception reaches the caller
+    assert handler.pending == []  # the refused batches are dropped, not kept to grow
+    good = CountingStream()
+    handler.setStream(good)
+    log.error(Event({"event": "three"}))
+    assert [line["event"] for line in lines(good)] == ["three"]
 
 
 def test_a_forked_child_writes_its_own_lines_and_not_its_parents(tmp_path: Path) -> None:
