@@ -44,6 +44,18 @@ class FhirSettings:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    """auth: whether calls need a JWT, from whom (each issuer's entry as configured), the clock skew allowed and
+    the public base URL that `aud` names behind a proxy; config_dir is where jwks_file paths start."""
+
+    required: bool
+    trusted_issuers: tuple[Mapping[str, Any], ...] = ()
+    clock_skew_seconds: float = 5
+    public_base_url: str = ""
+    config_dir: Path = Path(".")
+
+
+@dataclass(frozen=True)
 class Settings:
     source: str
     raw: Mapping[str, Any]
@@ -58,7 +70,7 @@ class Settings:
     max_json_depth: int
     close_hook: str
     max_cards: int
-    auth_required: bool
+    auth: AuthSettings
     fhir: FhirSettings
     store_url: str
     cors_origins: tuple[str, ...]
@@ -248,7 +260,13 @@ def build(data: Mapping[str, Any], source: str, loaded: partb.PartB) -> Settings
         max_json_depth=server.get("max_json_depth", 100),
         close_hook=data.get("hooks", {}).get("close_hook", DEFAULT_CLOSE_HOOK),
         max_cards=data.get("hooks", {}).get("max_cards", 20),
-        auth_required=data["auth"]["required"],
+        auth=AuthSettings(
+            required=data["auth"]["required"],
+            trusted_issuers=tuple(data["auth"].get("trusted_issuers", [])),
+            clock_skew_seconds=data["auth"].get("clock_skew_seconds", 5),
+            public_base_url=data["auth"].get("public_base_url", ""),
+            config_dir=Path(source).resolve().parent,
+        ),
         fhir=FhirSettings(
             allowed_servers=tuple(s.rstrip("/") for s in fhir["allowed_servers"]),
             deadline_seconds=fhir.get("deadline_seconds", 4.0),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 from cds_service import protocol, rules
 from cds_service.cards import CardRenderer, CardTemplate
@@ -19,7 +18,7 @@ from cds_service.fhir.prefetch import ClientFactory
 from cds_service.protocol import HookRequest, ServiceDef
 from cds_service.service import Outcome, handle_hook
 from cds_service.store import FeedbackStore
-from cds_service.web.auth import JwtVerifier
+from cds_service.trust import JwtVerifier
 
 
 @dataclass
@@ -51,14 +50,7 @@ def build(settings: Settings, store: FeedbackStore, templates: dict[str, CardTem
     missing += sorted(rule_id for rule_id in settings.enabled_rules() if rule_id not in templates)
     if missing:
         raise ConfigError(settings.source, [f"rules/{rule_id}: not implemented yet" for rule_id in missing])
-    verifier = None
-    if settings.auth_required:
-        verifier = JwtVerifier(
-            settings.raw["auth"].get("trusted_issuers", []),
-            config_dir=Path(settings.source).resolve().parent,
-            clock_skew=settings.raw["auth"].get("clock_skew_seconds", 5),
-            store=store,
-        )
+    verifier = JwtVerifier.of(settings.auth, store) if settings.auth.required else None
     parse.prepare()  # generate the FHIR validators now rather than on the first hook call
     protocol.compile_checks()
     return Runtime(

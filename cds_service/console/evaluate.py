@@ -185,7 +185,7 @@ def what_if_runtime(rt: Runtime, text: str) -> tuple[Runtime | None, list[str]]:
     try:
         settings = configuration.build(data, "(what-if)", rt.settings.partb)  # the quarters already loaded
         # No JWT verifier: it would read key files named by the pasted text, and the console needs none.
-        settings = dataclasses.replace(settings, auth_required=False)
+        settings = dataclasses.replace(settings, auth=dataclasses.replace(settings.auth, required=False))
         other = runtime.build(settings, rt.store, dict(rt.renderer.templates))
     except ConfigError as exc:
         return None, exc.problems

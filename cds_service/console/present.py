@@ -214,7 +214,7 @@ def config_view(rt: Runtime) -> ConfigView:
         ("hooks.max_cards", str(s.max_cards)),
         ("server.max_body_bytes", str(s.max_body_bytes)),
         ("server.max_json_depth", str(s.max_json_depth)),
-        ("auth.required", text(s.auth_required)),
+        ("auth.required", text(s.auth.required)),
         ("fhir.allowed_servers", text(list(s.fhir.allowed_servers))),
         ("fhir.deadline_seconds", str(s.fhir.deadline_seconds)),
         ("fhir.max_pages", str(s.fhir.max_pages)),

@@ -272,14 +272,14 @@ def test_preflight_and_health_need_no_token(client: FlaskClient) -> None:
 
 
 def test_sandbox_jwks_file_in_the_local_profile_loads() -> None:
-    from cds_service.web.auth import KeySource
+    from cds_service.trust import KeySource
 
     keys = KeySource.parse(json.loads((Path(__file__).parents[2] / "config" / "sandbox-jwks.json").read_text()))
     assert set(keys) == {"44823f3d-0b01-4a6c-a80e-b9d3e8a7226f"}
 
 
 def test_jwks_is_fetched_only_over_https_or_loopback() -> None:
-    from cds_service.web.auth import JwksUnavailable, fetch_jwks
+    from cds_service.trust import JwksUnavailable, fetch_jwks
 
     with pytest.raises(JwksUnavailable):
         fetch_jwks("http://keys.example.org/jwks.json")  # refused before any connection

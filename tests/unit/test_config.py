@@ -83,7 +83,7 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
 
 def test_production_example_is_valid_and_safe() -> None:
     settings = config.load(ROOT / "config" / "production.example.yaml")
-    assert settings.auth_required is True
+    assert settings.auth.required is True
     assert settings.console_enabled is False
     assert settings.store_url.startswith("postgresql")
     issuers = [i["iss"] for i in settings.raw["auth"]["trusted_issuers"]]
