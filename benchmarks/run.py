@@ -217,6 +217,7 @@ def in_process(config: Path, plan: Plan) -> dict[str, float]:
     from cds_service import service as service_mod
     from cds_service.app import create_app
     from cds_service.fhir import parse, prefetch
+    from cds_service.fhir.gather import unresolved_medications
     from cds_service.jsontext import loads_plain
 
     print("\n1. IN-PROCESS (Flask test client, one thread; ms per request)")
@@ -281,7 +282,7 @@ def in_process(config: Path, plan: Plan) -> dict[str, float]:
             draft = hook_request.context.get("draftOrders") if service.kind == "order-sign" else None
             plain = {*hook_request.prefetch, parse.DRAFT_ORDERS} if hook_request.plain_text else ()
             resources = parse.read(values, draft, hook_request.context.get("encounterId"), plain)
-            missing = service_mod.unresolved_medications(resources)
+            missing = unresolved_medications(resources)
             t3 = time.perf_counter()
             visit = facts.build(resources, rt.terms, hook_kind=service.kind,
                                 patient_id=str(hook_request.context["patientId"]),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
@@ -10,8 +10,9 @@ from typing import Any, Literal
 from cds_service import facts, rules
 from cds_service.cards import CardRenderer, payment_at_risk
 from cds_service.config import Settings
-from cds_service.fhir import parse, prefetch
-from cds_service.fhir.prefetch import Client, ClientFactory
+from cds_service.fhir import parse
+from cds_service.fhir.gather import gather
+from cds_service.fhir.prefetch import ClientFactory
 from cds_service.protocol import HookRequest, ServiceDef
 from cds_service.rules.model import Finding
 from cds_service.store import FeedbackStore
@@ -37,26 +38,19 @@ def handle_hook(
     store: FeedbackStore | None,
 ) -> Outcome:
     """Answer one CDS Hooks call with cards; raises FhirDataUnavailable (412) when data cannot be had."""
-    values, client = prefetch.resolve(
+    resources = gather(
         templates=service.prefetch,
         context=request.context,
-        prefetch=request.prefetch,
+        sent=request.prefetch,
+        draft_orders=request.context.get("draftOrders") if service.kind == "order-sign" else None,
+        # What the body sent was read from its text; what the FHIR server answered was not.
+        plain={*request.prefetch, parse.DRAFT_ORDERS} if request.plain_text else (),
         fhir_server=request.fhir_server,
         token=request.access_token,
         allowed_servers=settings.fhir.allowed_servers,
         make_client=make_client,
         max_pages=settings.fhir.max_pages,
     )
-    draft_orders = request.context.get("draftOrders") if service.kind == "order-sign" else None
-    # What the body sent was read from its text; what the FHIR server answered was not.
-    plain = {*request.prefetch, parse.DRAFT_ORDERS} if request.plain_text else ()
-    resources = parse.read(values, draft_orders, request.context.get("encounterId"), plain)
-    missing = unresolved_medications(resources)
-    if missing:
-        client = client or prefetch.connect(
-            request.fhir_server, request.access_token, settings.fhir.allowed_servers, make_client
-        )
-        fetch_medications(resources, client, missing)
     outcome = evaluate(
         resources,
         settings=settings,
@@ -105,27 +99,3 @@ def enabled_rules(settings: Settings, options: Mapping[str, Any]) -> frozenset[s
     if not off:
         return settings.enabled_rules()
     return settings.enabled_rules() - off
-
-
-def unresolved_medications(resources: parse.Resources) -> list[str]:
-    """Medication references ('Medication/id') that are neither contained nor in a Bundle."""
-    found = []
-    for resource in [*resources.administrations, *resources.orders]:
-        reference = getattr(resource.medicationReference, "reference", None)
-        if not reference or reference.startswith("#") or reference in resources.medications:
-            continue
-        key = facts.ref_key(reference)
-        if key and key.startswith("Medication/") and key not in resources.medications:
-            found.append(key)
-    return sorted(set(found))
-
-
-def fetch_medications(resources: parse.Resources, client: Client, references: Iterable[str]) -> None:
-    """Read the referenced Medications from the FHIR server; a 404 leaves the drug unidentified."""
-    fetched = prefetch.fetch_all(client, {ref: ref for ref in references}, max_pages=1)
-    for ref, data in fetched.items():
-        if data is None:
-            continue
-        med = parse.validate(f"fetched {ref}", data, resources)
-        if med is not None and med.get_resource_type() == "Medication":
-            parse.add_medication(resources, med)
