@@ -102,7 +102,8 @@ ROUTE_TEXT: tuple[tuple[re.Pattern[str], RouteClass], ...] = tuple(
 INJECTED_FORM = re.compile(r"\b(inject\w*|syringes?|auto-?injectors?|pen injectors?|vials?|cartridges?"
                            r"|intramuscular|subcutaneous|intravenous|infusion)\b", re.I)
 NOT_INJECTED_FORM = re.compile(
-    r"\b(oral|chewable|sublingual|buccal|tablets?|capsules?|caplets?|lozenges?|troches?|chewing gum|mouthwash"
+    r"\b(oral|chewable|sublingual|buccal|tablets?|capsules?|caplets?|pills?|softgels?|gummies|syrup|elixir"
+    r"|lozenges?|troches?|chewing gum|mouthwash"
     r"|toothpaste|topical|cutaneous|transdermal|patch|ophthalmic|otic|nasal|inhal(ant|er|ation)|nebuli[sz]er"
     r"|rectal|suppositor(y|ies)|enema|vaginal|shampoo|cream|ointment|lotion)\b", re.I)
 
