@@ -6,6 +6,7 @@ import csv
 import datetime as dt
 import io
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -107,6 +108,7 @@ def render(stats: Sequence[RuleStats], fmt: str) -> str:
     return "\n".join([*lines, "", OVERRIDE_RATE]) + "\n"
 
 
+DAY = re.compile(r"\d{4}-?\d{2}-?\d{2}")  # a date without a time: 2025-03-31 or 20250331
 OVERRIDE_RATE = ("override rate = overridden / (accepted + overridden): the share of the feedback received that "
                  "overrode the card; cards without feedback do not count")
 
@@ -116,8 +118,11 @@ def parse_range(since: str | None, until: str | None) -> tuple[dt.datetime | Non
     and GET /reports/feedback: a day as `until` is included whole (2025-03-31: up to 2025-04-01T00:00Z); a
     date-time is the first instant left out. ValueError for anything else."""
     end = parse_day(until)
-    if end is not None and until is not None and len(until) == 10:
-        end += dt.timedelta(days=1)
+    if end is not None and until is not None and DAY.fullmatch(until.strip()):
+        try:
+            end += dt.timedelta(days=1)
+        except OverflowError:  # 9999-12-31: no day after it, so no upper bound
+            end = None
     return parse_day(since), end
 
 

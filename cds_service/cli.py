@@ -193,7 +193,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     services = app.extensions["cds"].services
     scenario_service = None
     if isinstance(body, dict) and "hook" not in body and isinstance(body.get("request"), dict):
-        scenario_service = body.get("service") if body.get("service") in services else None
+        named = body.get("service")
+        scenario_service = named if isinstance(named, str) and named in services else None
         body = body["request"]  # a scenario file (tests/fixtures, ../shared/scenarios): the request is a member
     if not isinstance(body, dict) or not isinstance(body.get("hook"), str):
         print(f"{args.request}: expected a CDS Hooks request (a JSON object with hook, hookInstance and context), "

@@ -147,14 +147,14 @@ def build(
     unplaced = [ma for ma in resources.administrations if not placed(admin_times(ma), tz)]
     kept = [ma for ma in resources.administrations
             if ma.status != "entered-in-error" and all(ma is not bad for bad in unplaced)]  # RULES: ignored
-    kept = [ma for ma in kept if injected(ma, getattr(getattr(ma, "dosage", None), "route", None), resources)]
+    kept = [ma for ma in kept if injected(ma, getattr(ma, "dosage", None), resources)]
     mine = {id(ma) for ma in kept if belongs(ma, encounter_ref, local_date(effective(ma), tz), dos)}
     current = tuple(administration(ma, resources, terms.formulary, tz, diagnoses) for ma in kept if id(ma) in mine)
     history = tuple(earlier_dose(ma, resources, terms.formulary, tz) for ma in kept if id(ma) not in mine)
     if hook_kind == "order-sign":
         order_dos = dos or dt.date.today()
         current = tuple(order(mr, resources, terms.formulary, order_dos, tz, diagnoses) for mr in resources.orders
-                        if injected(mr, getattr((mr.dosageInstruction or [None])[0], "route", None), resources))
+                        if injected(mr, (mr.dosageInstruction or [None])[0], resources))
     return Visit(
         hook_kind=hook_kind,
         patient_ref=f"Patient/{patient_id}",
@@ -275,10 +275,12 @@ def medication_of(resource: Any, resources: Resources) -> tuple[Any, Any]:
     return med.code, med
 
 
-def injected(resource: Any, route: Any, resources: Resources) -> bool:
+def injected(resource: Any, dosage: Any, resources: Resources) -> bool:
     """False for a product whose dose form is not injected (an oral tablet, a cream, an inhaler) given or ordered
-    without an injection route charted; a vaccine is always the service's (an oral or nasal one has its own
-    administration code)."""
+    without an injection route charted (coded, or in the route's or the dosage's text); a vaccine is always the
+    service's (an oral or nasal one has its own administration code). Another encounter's administration is read
+    without its dosage (fhir.parse.HISTORY_ELEMENTS), so there the product's name decides: an oral B12 tablet is
+    no earlier injection for the frequency rule."""
     concept, med = medication_of(resource, resources)
     names = [concept] if isinstance(concept, str) else [getattr(concept, "text", None)]
     names += [c.display for c in codings(concept)]
@@ -289,7 +291,7 @@ def injected(resource: Any, route: Any, resources: Resources) -> bool:
         return True
     if any(c.system in CVX_SYSTEMS for c in codings(concept)):
         return True
-    charted, _ = route_of(route, [])
+    charted, _ = route_of(getattr(dosage, "route", None), [getattr(dosage, "text", None)])
     return charted.is_injection or charted in (RouteClass.IV_PUSH, RouteClass.IV_INFUSION,
                                                RouteClass.INTRA_ARTERIAL)
 

@@ -60,6 +60,7 @@ class Resources:
     coverages: list[Any] = field(default_factory=list)
     invalid: list[InvalidResource] = field(default_factory=list)
     repaired: list[InvalidResource] = field(default_factory=list)  # read after repairs (fhir.repair), with them
+    repaired_json: dict[int, dict[str, Any]] = field(default_factory=dict)  # by id(resource): the JSON as repaired
     zone: str | None = None  # the encounter's offset: a date-time without one is read in it
     seen: set[tuple[str, str]] = field(default_factory=set)  # (type, id): a paged search may repeat an entry
 
@@ -182,6 +183,7 @@ def validate_repairing(model: type[FastModel], where: str, rtype: str, rid: str 
                 exc = again
                 continue
             into.repaired.append(InvalidResource(where, rtype, rid, tuple(notes)))
+            into.repaired_json[id(resource)] = data
             return resource
         raise first from None
 
@@ -212,7 +214,7 @@ def read(
             if resource is not None:
                 add(out, resource, full_url, where)
                 if resource.get_resource_type() == "ChargeItem" and resource.id:
-                    out.charge_json[resource.id] = data
+                    out.charge_json[resource.id] = out.repaired_json.get(id(resource), data)  # updates carry it
     return out
 
 

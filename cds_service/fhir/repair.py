@@ -28,7 +28,9 @@ def zone_of(encounter: Any) -> str | None:
     if not isinstance(encounter, Mapping):
         return None
     if encounter.get("resourceType") == "Bundle":
-        first = next((e.get("resource") for e in encounter.get("entry") or [] if isinstance(e, Mapping)), None)
+        entries = encounter.get("entry")
+        first = next((e.get("resource") for e in entries if isinstance(e, Mapping)), None) \
+            if isinstance(entries, list) else None
         return zone_of(first)
     period = encounter.get("period")
     for key in ("start", "end"):

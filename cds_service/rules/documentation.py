@@ -23,7 +23,7 @@ def route_missing(inj: Injection, visit: Visit) -> Iterator[Finding]:
         lines = plan(replace(visit, injections=(im,))).get(im.ref, PlannedLines())
         yield Finding(detail={
             "if_im": [{"code": line.code, "units": line.units} for line in (lines.admin, lines.drug) if line],
-            "if_im_dose_needed": lines.drug is None,
+            "if_im_dose_needed": lines.drug is None and not inj.patient_supplied,
         })
 
 

@@ -185,6 +185,22 @@ def test_a_captured_j1040_in_2025_is_updated_to_j1010_with_units_from_the_dose(
     assert not any(code == "J1010" and rule != "code-not-current" for rule, code, _, _ in answer_charges(answer))
 
 
+@pytest.mark.parametrize("near_miss", ["code", "quantity"])
+def test_an_update_carries_the_captured_charge_as_repaired(call: Callable[..., dict[str, Any]],
+                                                           near_miss: str) -> None:
+    """A captured ChargeItem read after a repair (its code or quantity sent as a list of one) is updated from
+    its repaired JSON: the update is valid R4, not the near-miss sent back."""
+    stale_line = charge("ci-drug", "J1040", day="2025-06-10")
+    stale_line[near_miss] = [stale_line[near_miss]]
+    body = discharge("2025-06-10", [given("2025-06-10", medication((NDC, DEPO_80)), (80, "mg"))],
+                     charges=[charge("ci-96372", "96372", day="2025-06-10"), stale_line])
+    answer = call(body)
+    [action] = card(answer, "code-not-current")["suggestions"][0]["actions"]
+    assert action["resource"]["code"]["coding"][0]["code"] == "J1010"
+    assert action["resource"]["quantity"] == {"value": 80}
+    assert "read as that value" in card(answer, "invalid-resource")["detail"]
+
+
 def test_a_captured_j1030_in_2024_q1_is_current(call: Callable[..., dict[str, Any]]) -> None:
     body = discharge("2024-02-15", [given("2024-02-15", medication((NDC, DEPO_40)), (40, "mg"))],
                      charges=[charge("ci-96372", "96372", day="2024-02-15"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -132,3 +133,10 @@ def test_the_table_says_what_the_override_rate_is(seeded: Any, config: Path,
     assert capsys.readouterr().out.splitlines()[-1] == (
         "override rate = overridden / (accepted + overridden): the share of the feedback received that overrode "
         "the card; cards without feedback do not count")
+
+
+def test_a_range_by_days_in_either_iso_form_and_to_the_last_day() -> None:
+    from cds_service.analytics import parse_range
+    assert parse_range("2025-03-01", "20250331") == (dt.datetime(2025, 3, 1, tzinfo=dt.UTC),
+                                                     dt.datetime(2025, 4, 1, tzinfo=dt.UTC))
+    assert parse_range(None, "9999-12-31") == (None, None)  # to the end of the calendar: no upper bound

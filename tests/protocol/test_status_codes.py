@@ -193,6 +193,13 @@ def test_invalid_resource_gets_its_own_card_and_the_rest_is_evaluated(client: Fl
     assert "MedicationAdministration/ma-4f2b4345-p60" in invalid[1]["summary"]
 
 
+@pytest.mark.parametrize("entry", [5, True, "x", {"resource": {}}])
+def test_an_encounter_bundle_whose_entry_is_not_a_list_is_no_500(client: FlaskClient, entry: Any) -> None:
+    request = request_01()
+    request["prefetch"]["encounter"] = {"resourceType": "Bundle", "type": "searchset", "entry": entry}
+    assert client.post(DISCHARGE, json=request).status_code == 200
+
+
 def test_near_misses_of_r4_are_repaired_and_listed_in_one_info_card(client: FlaskClient) -> None:
     """A date-time without a zone is read in the encounter's (-05:00), a single object where R4 wants a list
     becomes a list of one, a list of one where R4 wants one value that value: the resources are billed, and

@@ -334,3 +334,9 @@ def test_an_oral_dose_in_another_encounter_is_no_earlier_injection() -> None:
     earlier = named("Vitamin B 12 1 MG Oral Tablet", id="ma-0", context={"reference": "Encounter/e0"},
                     effectiveDateTime="2025-03-01T10:00:00-05:00")
     assert visit_of(admin(), earlier).history == ()
+
+
+def test_an_injection_route_in_the_dosage_text_keeps_an_oral_named_product_an_injection() -> None:
+    given = named("Vitamin B 12 1 MG Oral Tablet")
+    given["dosage"]["text"] = "1000 mcg IM left deltoid"
+    assert only(given).route is RouteClass.IM

@@ -97,6 +97,11 @@ def test_route_missing_fires_on_unknown_route_and_says_what_im_would_bill() -> N
     assert run(route_missing, make_injection(route=RouteClass.UNKNOWN, drug=None)) == [Finding()]
 
 
+def test_route_missing_does_not_ask_for_a_dose_of_a_drug_the_patient_supplied() -> None:
+    [finding] = run(route_missing, make_injection(route=RouteClass.UNKNOWN, patient_supplied=True))
+    assert finding.detail == {"if_im": [{"code": "96372", "units": Decimal(1)}], "if_im_dose_needed": False}
+
+
 @pytest.mark.parametrize("status", ["draft", "active"])
 def test_route_missing_fires_on_order_being_signed(status: str) -> None:
     order = make_order(status=status, route=RouteClass.UNKNOWN, route_coded=False)
