@@ -66,7 +66,7 @@ def repair(data: Mapping[str, Any], errors: Sequence[Mapping[str, Any]], zone: s
             notes.append(f"{where}: a list of one where FHIR R4 wants one value; read as that value")
         elif (kind == "value_error" and DATE_TIME_ERROR in message and isinstance(value, str)
               and NAIVE_DATE_TIME.fullmatch(value)):
-            parent[key] = value + (zone or "Z")
+            parent[key] = value + (":00" if value.count(":") == 1 else "") + (zone or "Z")  # R4 wants seconds
             zone_text = f"the encounter's offset ({zone})" if zone and zone != "Z" else "UTC"
             notes.append(f"{where}: a date-time without a time zone; read in {zone_text}")
         else:

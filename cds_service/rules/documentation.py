@@ -19,9 +19,15 @@ def route_missing(inj: Injection, visit: Visit) -> Iterator[Finding]:
         if inj.drug is None:
             yield Finding()
             return
-        im = replace(inj, route=RouteClass.IM, route_coded=True)
-        lines = plan(replace(visit, injections=(im,))).get(im.ref, PlannedLines())
+        allowed = inj.drug.allowed_routes
+        route = next((r for r in (RouteClass.IM, RouteClass.SC) if not allowed or r in allowed), None)
+        if route is None:  # a drug whose label allows neither: nothing to say it would bill
+            yield Finding()
+            return
+        charted = replace(inj, route=route, route_coded=True)
+        lines = plan(replace(visit, injections=(charted,))).get(charted.ref, PlannedLines())
         yield Finding(detail={
+            "if_route": route.value,
             "if_im": [{"code": line.code, "units": line.units} for line in (lines.admin, lines.drug) if line],
             "if_im_dose_needed": lines.drug is None and not inj.patient_supplied,
         })

@@ -340,3 +340,11 @@ def test_an_injection_route_in_the_dosage_text_keeps_an_oral_named_product_an_in
     given = named("Vitamin B 12 1 MG Oral Tablet")
     given["dosage"]["text"] = "1000 mcg IM left deltoid"
     assert only(given).route is RouteClass.IM
+
+
+def test_a_time_without_seconds_or_zone_is_read_in_the_encounters_offset() -> None:
+    visit = visit_of(admin(effectiveDateTime="2025-03-04T10:30"))
+    (inj,) = visit.injections
+    assert inj.at is not None and inj.at.isoformat() == "2025-03-04T10:30:00-05:00"
+    assert visit.repaired[0].problems == (
+        "effectiveDateTime: a date-time without a time zone; read in the encounter's offset (-05:00)",)

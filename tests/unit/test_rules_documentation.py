@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 
 from cds_service.rules import RULES, documentation, evaluate
@@ -88,7 +89,7 @@ def test_fully_documented_order_has_no_gaps(rule: Rule) -> None:
 # route-missing
 
 
-IF_IM = {"if_im": [{"code": "96372", "units": Decimal(1)}, {"code": "J3420", "units": Decimal(1)}],
+IF_IM = {"if_route": "IM", "if_im": [{"code": "96372", "units": Decimal(1)}, {"code": "J3420", "units": Decimal(1)}],
          "if_im_dose_needed": False}
 
 
@@ -99,7 +100,17 @@ def test_route_missing_fires_on_unknown_route_and_says_what_im_would_bill() -> N
 
 def test_route_missing_does_not_ask_for_a_dose_of_a_drug_the_patient_supplied() -> None:
     [finding] = run(route_missing, make_injection(route=RouteClass.UNKNOWN, patient_supplied=True))
-    assert finding.detail == {"if_im": [{"code": "96372", "units": Decimal(1)}], "if_im_dose_needed": False}
+    assert finding.detail == {"if_route": "IM", "if_im": [{"code": "96372", "units": Decimal(1)}],
+                              "if_im_dose_needed": False}
+
+
+def test_route_missing_says_nothing_would_bill_for_a_drug_whose_label_allows_neither_im_nor_sc() -> None:
+    inj = make_injection(route=RouteClass.UNKNOWN)
+    iv_only = msgspec.structs.replace(inj.drug, allowed_routes=frozenset({RouteClass.IV_PUSH}))
+    assert run(route_missing, msgspec.structs.replace(inj, drug=iv_only)) == [Finding()]
+    sc_only = msgspec.structs.replace(inj.drug, allowed_routes=frozenset({RouteClass.SC}))
+    [finding] = run(route_missing, msgspec.structs.replace(inj, drug=sc_only))
+    assert finding.detail["if_route"] == "SC"
 
 
 @pytest.mark.parametrize("status", ["draft", "active"])
