@@ -127,8 +127,12 @@ def parse_range(since: str | None, until: str | None) -> tuple[dt.datetime | Non
 
 
 def parse_day(value: str | None) -> dt.datetime | None:
-    """'2025-03-04' (a UTC day) or a full ISO date-time; None stays None."""
+    """'2025-03-04' (a UTC day) or a full ISO date-time, as its instant in UTC; None stays None. ValueError for a
+    date-time outside years 1 to 9999 in UTC (0001-01-01T00:00:00+14:00), which no database comparison can take."""
     if not value:
         return None
     parsed = dt.datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    try:
+        return parsed.astimezone(dt.UTC) if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
+    except OverflowError:
+        raise ValueError(f"{value} falls outside years 1 to 9999 in UTC") from None

@@ -140,3 +140,9 @@ def test_a_range_by_days_in_either_iso_form_and_to_the_last_day() -> None:
     assert parse_range("2025-03-01", "20250331") == (dt.datetime(2025, 3, 1, tzinfo=dt.UTC),
                                                      dt.datetime(2025, 4, 1, tzinfo=dt.UTC))
     assert parse_range(None, "9999-12-31") == (None, None)  # to the end of the calendar: no upper bound
+
+
+def test_an_instant_outside_the_calendar_in_utc_is_a_400_not_a_store_error(seeded: Any) -> None:
+    answer = seeded.test_client().get("/reports/feedback?since=0001-01-01T00:00:00%2B14:00",
+                                      headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 400
