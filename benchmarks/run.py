@@ -271,7 +271,7 @@ def in_process(config: Path, plan: Plan) -> dict[str, float]:
             t0 = time.perf_counter()
             body, plain_text = loads_plain(raw, settings.max_json_depth)
             t1 = time.perf_counter()
-            hook_request = protocol.parse_hook_request(body, service, settings.max_cards, plain_text=plain_text)
+            hook_request = protocol.parse_hook_request(body, service, settings.max_cards)
             values, _client = prefetch.resolve(
                 templates=service.prefetch, context=hook_request.context, prefetch=hook_request.prefetch,
                 fhir_server=hook_request.fhir_server, token=hook_request.access_token,
@@ -280,7 +280,7 @@ def in_process(config: Path, plan: Plan) -> dict[str, float]:
             )
             t2 = time.perf_counter()
             draft = hook_request.context.get("draftOrders") if service.kind == "order-sign" else None
-            plain = {*hook_request.prefetch, parse.DRAFT_ORDERS} if hook_request.plain_text else ()
+            plain = {*hook_request.prefetch, parse.DRAFT_ORDERS} if plain_text else ()
             resources = parse.read(values, draft, hook_request.context.get("encounterId"), plain)
             missing = unresolved_medications(resources)
             t3 = time.perf_counter()

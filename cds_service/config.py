@@ -20,6 +20,7 @@ from cds_service.catalog import DrugCatalog, PayerProfiles
 from cds_service.drugs import CodeClasses
 from cds_service.errors import ConfigError
 from cds_service.partb.stored import StoredDataError
+from cds_service.rules import RULES
 from cds_service.rules.model import BillingPolicy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,8 +115,11 @@ def code_classes(billing: Mapping[str, Any]) -> CodeClasses:
 
 @cache
 def schema() -> dict[str, Any]:
+    """config/schema.json, with the rule ids of the rule table as the enum of its rule_id: the table is the one
+    list of rules, and the file says only what a rule id looks like."""
     with open(SCHEMA_PATH, encoding="utf-8") as fh:
         loaded: dict[str, Any] = json.load(fh)
+    loaded["$defs"]["rule_id"]["enum"] = list(RULES)
     return loaded
 
 

@@ -131,7 +131,6 @@ class HookRequest:
     fhir_server: str | None = None
     access_token: str | None = field(default=None, repr=False)
     options: Mapping[str, Any] = field(default_factory=dict)
-    plain_text: bool = False  # the body's JSON text was plain (jsontext.loads_plain): its resources may go PLAIN
 
 
 @dataclass(frozen=True)
@@ -224,9 +223,9 @@ def short(error: jsonschema.ValidationError) -> str:
 
 
 def parse_hook_request(
-    body: Any, service: ServiceDef, max_cards: int = 20, *, plain_text: bool = False
+    body: Any, service: ServiceDef, max_cards: int = 20
 ) -> HookRequest:
-    """Check a service call against the spec and the service's hook; plain_text as jsontext.loads_plain says."""
+    """Check a service call against the spec and the service's hook."""
     check("request.schema.json", body)
     if body["hook"] != service.hook:
         raise InvalidHookRequest(f"hook '{body['hook']}' does not match service '{service.id}' ({service.hook}).")
@@ -243,7 +242,6 @@ def parse_hook_request(
         fhir_server=(body.get("fhirServer") or "").rstrip("/") or None,
         access_token=auth["access_token"] if auth else None,
         options=parse_options(body, max_cards),
-        plain_text=plain_text,
     )
 
 

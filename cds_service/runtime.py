@@ -15,8 +15,8 @@ from cds_service.facts import Terms
 from cds_service.fhir import parse
 from cds_service.fhir.client import FhirClient
 from cds_service.fhir.prefetch import ClientFactory
-from cds_service.protocol import HookRequest, ServiceDef
-from cds_service.service import Outcome, handle_hook
+from cds_service.protocol import ServiceDef
+from cds_service.service import Call, Outcome, Reader, handle_hook
 from cds_service.store import FeedbackStore
 from cds_service.trust import JwtVerifier
 
@@ -31,10 +31,11 @@ class Runtime:
     make_fhir_client: ClientFactory
     verifier: JwtVerifier | None = None  # None when auth.required is false
 
-    def answer(self, request: HookRequest, service: ServiceDef, *, record: bool = True) -> Outcome:
-        """Answer a checked hook request with this runtime; record=False keeps the cards out of the store."""
+    def answer(self, call: Call, read: Reader, service: ServiceDef, *, record: bool = True) -> Outcome:
+        """Answer a hook call with this runtime (service.handle_hook); record=False keeps it out of the store."""
         return handle_hook(
-            request,
+            call,
+            read,
             service,
             settings=self.settings,
             terms=self.terms,

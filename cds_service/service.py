@@ -1,21 +1,27 @@
-"""One hook call, end to end: prefetch -> resources -> facts -> rules -> cards."""
+"""One hook call, end to end: body -> resources (fhir.gather) -> facts -> rules -> cards -> the store."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
-from cds_service import facts, rules
+from cds_service import facts, protocol, rules
 from cds_service.cards import CardRenderer, payment_at_risk
 from cds_service.config import Settings
+from cds_service.errors import CDSError
 from cds_service.fhir import parse
 from cds_service.fhir.gather import gather
 from cds_service.fhir.prefetch import ClientFactory
-from cds_service.protocol import HookRequest, ServiceDef
+from cds_service.protocol import ServiceDef
 from cds_service.rules.model import Finding
 from cds_service.store import FeedbackStore
+
+log = logging.getLogger("cds_service.requests")
 
 
 @dataclass(frozen=True)
@@ -27,8 +33,30 @@ class Outcome:
     repairs: tuple[str, ...] = ()  # near-misses of R4 repaired in its resources: "MedicationRequest at where: what"
 
 
+@dataclass
+class Call:
+    """One service call as its logs see it: handle_hook fills it in as it goes, and the evaluation log's row and
+    the access log's line are written from it, whatever the outcome."""
+
+    service_id: str
+    started: float = field(default_factory=time.perf_counter)
+    hook_instance: str | None = None  # once the body names one (cut to 256 characters)
+    status: int = 500
+    rules_fired: list[str] = field(default_factory=list)
+    card_uuids: list[str] = field(default_factory=list)
+    repairs: tuple[str, ...] = ()
+    refusal: str | None = None  # why a call was refused before it was read (a 401's reason)
+
+    def duration_ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 1)
+
+
+Reader = Callable[[], tuple[Any, bool]]  # the call's body, and whether its text is plain (jsontext.loads_plain)
+
+
 def handle_hook(
-    request: HookRequest,
+    call: Call,
+    read: Reader,
     service: ServiceDef,
     *,
     settings: Settings,
@@ -37,35 +65,69 @@ def handle_hook(
     make_client: ClientFactory,
     store: FeedbackStore | None,
 ) -> Outcome:
-    """Answer one CDS Hooks call with cards; raises FhirDataUnavailable (412) when data cannot be had."""
-    resources = gather(
-        templates=service.prefetch,
-        context=request.context,
-        sent=request.prefetch,
-        draft_orders=request.context.get("draftOrders") if service.kind == "order-sign" else None,
-        # What the body sent was read from its text; what the FHIR server answered was not.
-        plain={*request.prefetch, parse.DRAFT_ORDERS} if request.plain_text else (),
-        fhir_server=request.fhir_server,
-        token=request.access_token,
-        allowed_servers=settings.fhir.allowed_servers,
-        make_client=make_client,
-        max_pages=settings.fhir.max_pages,
-    )
-    outcome = evaluate(
-        resources,
-        settings=settings,
-        terms=terms,
-        renderer=renderer,
-        hook_kind=service.kind,
-        patient_id=str(request.context["patientId"]),
-        encounter_id=request.context.get("encounterId"),
-        hook_instance=request.hook_instance,
-        options=request.options,
-    )
-    cards = outcome.response["cards"]
-    if store is not None and cards:
-        store.record_cards(service.id, request.hook_instance, cards)
-    return outcome
+    """Answer one CDS Hooks call with cards: read and check the body, gather the resources, work out the facts,
+    run the rules, render the cards, and record them and the call in `store` (None: record nothing). Raises
+    CDSError: 400 for a body that is no valid call, 412 (FhirDataUnavailable) when data cannot be had."""
+    try:
+        body, plain_text = read()
+        if isinstance(body, dict) and isinstance(body.get("hookInstance"), str):
+            call.hook_instance = body["hookInstance"][:256]
+        request = protocol.parse_hook_request(body, service, settings.max_cards)
+        resources = gather(
+            templates=service.prefetch,
+            context=request.context,
+            sent=request.prefetch,
+            draft_orders=request.context.get("draftOrders") if service.kind == "order-sign" else None,
+            plain_text=plain_text,
+            fhir_server=request.fhir_server,
+            token=request.access_token,
+            allowed_servers=settings.fhir.allowed_servers,
+            make_client=make_client,
+            max_pages=settings.fhir.max_pages,
+        )
+        outcome = evaluate(
+            resources,
+            settings=settings,
+            terms=terms,
+            renderer=renderer,
+            hook_kind=service.kind,
+            patient_id=str(request.context["patientId"]),
+            encounter_id=request.context.get("encounterId"),
+            hook_instance=request.hook_instance,
+            options=request.options,
+        )
+        cards = outcome.response["cards"]
+        call.status, call.rules_fired, call.repairs = 200, sorted({f.rule for f in outcome.findings}), outcome.repairs
+        call.card_uuids = [card["uuid"] for card in cards if "uuid" in card]
+        if store is not None and cards:
+            store.record_cards(service.id, request.hook_instance, cards)
+        return outcome
+    except CDSError as exc:
+        call.status = exc.status
+        raise
+    finally:
+        if store is not None:
+            record(store, call)
+
+
+def record(store: FeedbackStore, call: Call) -> None:
+    """Queue the call's row of the evaluation log; it is written behind the answer, which never waits on it.
+
+    A database failure is logged by the store's writer (store_write_failed); this guard is for the queueing.
+    """
+    try:
+        store.record_evaluation(call.service_id, call.hook_instance, call.status, call.duration_ms(),
+                                call.rules_fired, call.card_uuids, repairs=call.repairs, refusal=call.refusal)
+    except Exception as exc:  # the answer stands whatever the log's database does
+        cause = getattr(exc, "orig", None) or exc  # the driver's message, without the statement and its parameters
+        log.error(json.dumps({
+            "event": "evaluation_log_failed",
+            "service": call.service_id,
+            "hookInstance": call.hook_instance,
+            "status": call.status,
+            "error": type(exc).__name__,
+            "detail": str(cause).splitlines()[0][:200] if str(cause) else "",
+        }))
 
 
 def evaluate(

@@ -12,21 +12,16 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from cds_service.rules import RULES
+
 CPT = "http://www.ama-assn.org/go/cpt"
 HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
 RULE_SYSTEM = "https://injection-billing.org/fhir/CodeSystem/billing-rule"
 
-# shared/domain/RULES.md: every rule id, and the documentation-gap rules whose cards must be warnings with
-# override reasons (CONTRACT section 5).
-RULE_IDS = frozenset({
-    "admin-96372", "admin-code-alternative", "multiple-injections", "drug-waste-modifier",
-    "route-missing", "route-uncoded", "route-contrary-to-label", "dose-missing", "dose-above-label",
-    "drug-uncoded", "admin-time-missing", "dos-mismatch", "diagnosis-missing", "diagnosis-not-covered",
-    "frequency-exceeded", "performer-missing", "status-not-completed", "patient-supplied-drug",
-    "noc-drug-code", "compounded-drug", "self-administered-drug", "same-day-em-modifier-25",
-    "em-99211-bundled", "facility-setting", "charge-code-mismatch", "charge-units-mismatch",
-    "charge-unsupported", "invalid-resource", "drug-unknown", "code-not-current",
-})
+# Every rule id, from the service's rule table (tests/unit/test_rule_table.py holds the table to shared/domain/
+# RULES.md), and the documentation-gap rules whose cards must be warnings with override reasons (CONTRACT
+# section 5).
+RULE_IDS = frozenset(RULES)
 DOC_GAP_WARNINGS = frozenset({
     "route-missing", "route-uncoded", "route-contrary-to-label", "dose-missing", "dose-above-label",
     "drug-uncoded", "admin-time-missing", "dos-mismatch", "diagnosis-missing", "diagnosis-not-covered",

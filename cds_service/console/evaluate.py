@@ -34,7 +34,7 @@ from cds_service.errors import (
 from cds_service.fhir.client import FhirClient
 from cds_service.jsontext import loads
 from cds_service.runtime import Runtime
-from cds_service.service import Outcome
+from cds_service.service import Call, Outcome
 from cds_service.web.errors import GENERIC_500, outcome_body
 
 log = logging.getLogger("cds_service.console")
@@ -136,8 +136,8 @@ def evaluate(rt: Runtime, text: str, service_id: str | None) -> Evaluation:
 
 
 def run(rt: Runtime, body: Any, service: protocol.ServiceDef) -> Outcome:
-    hook_request = protocol.parse_hook_request(body, service, rt.settings.max_cards)
-    return rt.answer(hook_request, service, record=False)  # console evaluations are not cards shown to a clinician
+    # Not recorded: console evaluations are not cards shown to a clinician.
+    return rt.answer(Call(service.id), lambda: (body, False), service, record=False)
 
 
 def elapsed(started: float) -> float:

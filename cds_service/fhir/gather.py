@@ -4,7 +4,7 @@ sent (read from the server; a 404 leaves the drug unidentified)."""
 
 from __future__ import annotations
 
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from cds_service.fhir import parse, prefetch
@@ -17,7 +17,7 @@ def gather(
     context: Mapping[str, Any],
     sent: Mapping[str, Any],
     draft_orders: Mapping[str, Any] | None,
-    plain: Container[str],
+    plain_text: bool,
     fhir_server: str | None,
     token: str | None,
     allowed_servers: tuple[str, ...],
@@ -25,11 +25,14 @@ def gather(
     max_pages: int,
 ) -> parse.Resources:
     """Every resource the call needs; FhirDataUnavailable (412) when a key can be neither had nor fetched.
-    `sent` is the request's prefetch; `plain` names what was read from plain JSON text (jsontext.loads_plain)."""
+    `sent` is the request's prefetch and `draft_orders` its context's; `plain_text` says the request's JSON text
+    was plain (jsontext.loads_plain), which lets parse read what it sent with the PLAIN Structs (fhir.structs)."""
     values, client = prefetch.resolve(
         templates=templates, context=context, prefetch=sent, fhir_server=fhir_server, token=token,
         allowed_servers=allowed_servers, make_client=make_client, max_pages=max_pages,
     )
+    # What the body sent was read from its text; what the FHIR server answered was not.
+    plain = {*sent, parse.DRAFT_ORDERS} if plain_text else ()
     resources = parse.read(values, draft_orders, context.get("encounterId"), plain)
     missing = unresolved_medications(resources)
     if missing:

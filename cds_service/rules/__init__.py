@@ -29,8 +29,8 @@ class Rule:
 
 
 # The one table of rules. Adding a rule: its check here, its card text (cards/<id>.yaml), its entry in
-# config/default.yaml, and its test. The config schema's enum, the option groups and the tests' list are held
-# to this table by tests. Order is evaluation order: injection rules (per injection), then visit rules.
+# config/default.yaml, and its test. The config schema's rule ids, the option groups and the tests' list come
+# from this table. Order is evaluation order: injection rules (per injection), then visit rules.
 RULES: dict[str, Rule] = {
     "admin-96372": Rule(billing.admin_96372, "billing", "injection"),
     "admin-code-alternative": Rule(billing.admin_code_alternative, "billing", "injection"),

@@ -13,6 +13,7 @@ from typing import Any
 from flask import Flask, Request
 
 from cds_service.errors import Unauthorized
+from cds_service.service import Call, record
 from cds_service.web.current import current_request
 
 log = logging.getLogger("cds_service.auth")
@@ -68,12 +69,10 @@ def refused(rt: Any, req: Request, reason: str, started: float) -> None:
     """A refused call leaves a trace: a log line with the reason and the client's address (never the token),
     and a row of the evaluation log (status 401, refusal) under the service called ("discovery"; "unknown" for
     a path that names no service)."""
-    from cds_service.web.hooks import evaluation_log
-
     parts = req.path.strip("/").split("/")
     service = "discovery" if len(parts) == 1 else parts[1] if parts[1] in rt.services else "unknown"
     if len(parts) > 2 and service != "unknown":
         service += "/feedback" if parts[2] == "feedback" else "/unknown"
     log.info(json.dumps({"event": "auth_refused", "status": 401, "reason": reason, "path_service": service,
                          "address": req.remote_addr}))
-    evaluation_log(rt, service, None, 401, started, [], [], refusal=reason)
+    record(rt.store, Call(service, started, status=401, refusal=reason))
