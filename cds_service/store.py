@@ -4,9 +4,10 @@
 migrations in cds_service/migrations, which a test keeps identical to `metadata`.
 
 Feedback and the JWT replay cache are written before the call returns. The two logs written on every hook call
-(cards_issued, evaluations) are written behind: a per-process thread writes what is queued in one transaction per
-table, at most every `flush_interval` seconds, so a hook call never waits on the database. A clean exit flushes the
-queue; a crash (SIGKILL) loses at most the last `flush_interval` of those two logs, never feedback.
+(cards_issued, evaluations) are written behind (cds_service.behind): a per-process thread writes what is queued
+in one transaction per table, at most every `flush_interval` seconds, so a hook call never waits on the
+database. A clean exit flushes the queue; a crash (SIGKILL) loses at most the last `flush_interval` of those two
+logs, never feedback.
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ import datetime as dt
 import json
 import logging
 import math
-import os
 import threading
 import time
 import weakref
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine, make_url
 
 from cds_service import metrics, migrations
+from cds_service.behind import Behind
 from cds_service.errors import StoreUnavailable
 from cds_service.protocol import FeedbackEntry
 
@@ -168,66 +168,29 @@ def insert_ignoring_duplicates(engine: Engine, table: sa.Table) -> Any:
     return dialect.insert(table).on_conflict_do_nothing()
 
 
-class Flush:
-    """A marker in the log queue: `done` is set once every row queued before it is written or dropped."""
-
-    def __init__(self, *, stop: bool = False, timeout: float = FLUSH_TIMEOUT) -> None:
-        self.done = threading.Event()
-        self.stop = stop  # the writer thread ends after this marker
-        # A stop gives up on a database that does not answer a little before its waiter's timeout ends.
-        self.deadline = time.monotonic() + timeout * 0.8
+Queued = tuple[sa.Table, list[dict[str, Any]]]  # a call's rows of one table
 
 
-Queued = tuple[sa.Table, list[dict[str, Any]]] | Flush
-starting = threading.RLock()  # guards starting and ending a writer thread, in every store of the process
-current_pid = os.getpid()  # os.getpid() is a system call: a put compares with this copy, renewed at each fork
+class LogWriter(Behind[Queued]):
+    """The write-behind of one store in this process (behind.Behind): a batch is one transaction per table;
+    while the database does not answer its rows wait (and feedback, /healthz, say 503); a row it refuses costs
+    only itself."""
 
-
-def after_fork_in_child() -> None:
-    global starting, current_pid
-    starting = threading.RLock()  # a thread of the parent may have held it when the process forked
-    current_pid = os.getpid()
-
-
-os.register_at_fork(after_in_child=after_fork_in_child)
-
-
-class LogWriter:
-    """The write-behind of one store in this process: one queue and one daemon thread, started on first use.
-
-    A put appends to a deque and reads a few attributes; it wakes the thread only when the thread sleeps for
-    want of work (`idle`) or a batch is full. `running` is true from a thread's start until that thread has
-    decided to end: it is set and cleared only under `starting`, and the thread clears it before it looks at
-    the queue a last time while a put reads it after appending, so a row is never left without a thread."""
+    name = "store-writer"
+    retry_seconds = RETRY_SECONDS
 
     def __init__(self, engine: Engine, flush_interval: float) -> None:
+        super().__init__(flush_interval, batch_items=BATCH_ITEMS, max_queued=MAX_QUEUED)
         self.engine = engine
-        self.flush_interval = flush_interval
-        self.queue: deque[Queued] = deque()  # append and popleft are atomic: no lock
-        self.pid = os.getpid()
-        self.thread: threading.Thread | None = None
-        self.running = False  # a thread of this process writes the queue and has not decided to end
-        self.idle = False  # the thread sleeps until woken: it found nothing queued after a flush interval
-        self.wake = threading.Event()  # a flush, a queue long enough to write at once, or a put to an idle thread
         self.shed_rows = 0  # rows not queued since the process started (the queue was full)
         self.shed_warned = -math.inf
-        self.retries = 0  # tries in a row the database did not answer
 
-    def put(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    def put_rows(self, table: sa.Table, rows: list[dict[str, Any]]) -> None:
         if rows:
-            if self.pid != current_pid:
-                self.forked()
-            q = self.queue
-            if len(q) >= MAX_QUEUED:  # the database has not kept up (or is down): shed, count, warn now and then
-                self.shed(table, len(rows))
-                return
-            q.append((table, rows))
-            if not self.running:
-                self.start()
-            elif self.idle or (len(q) >= BATCH_ITEMS and not self.wake.is_set()):
-                self.wake.set()
+            self.put((table, rows))
 
-    def shed(self, table: sa.Table, rows: int) -> None:
+    def shed(self, item: Queued) -> None:
+        table, rows = item[0], len(item[1])
         metrics.count_store_rows_shed(table.name, rows)
         self.shed_rows += rows
         moment = time.monotonic()
@@ -236,133 +199,21 @@ class LogWriter:
             log.warning(json.dumps({"event": "store_queue_full", "table": table.name, "queued": len(self.queue),
                                     "shed_rows": self.shed_rows}))
 
-    def flush(self, timeout: float, *, stop: bool = False) -> bool:
-        """Wait until every row queued before the call is written (or dropped); False on timeout."""
-        if self.pid != current_pid or (not self.running and not self.queue):
-            return True  # nothing was queued by this process since the thread last stopped
-        marker = Flush(stop=stop, timeout=timeout)
-        self.queue.append(marker)
-        if not self.running:
-            self.start()  # a thread that ended after a stop that timed out is started again
-        self.wake.set()
-        return marker.done.wait(timeout)
+    def dropped(self, items: list[Queued]) -> None:
+        log.error(json.dumps({"event": "store_rows_dropped_at_exit", "rows": sum(len(rows) for _, rows in items),
+                              "reason": "the database did not answer before the stop's timeout"}))
 
-    def stop(self, timeout: float) -> bool:
-        """Flush, then let the thread end; the next put starts a new one."""
-        return self.flush(timeout, stop=True)
-
-    def forked(self) -> None:
-        """In a forked child: a queue and a thread of its own; the parent's rows, thread and connections stay its."""
-        with starting:
-            if self.pid != os.getpid():
-                self.engine.dispose(close=False)
-                self.queue, self.thread, self.running, self.idle = deque(), None, False, False
-                self.wake = threading.Event()
-                self.pid = os.getpid()  # last: a put that sees the new pid sees the new queue
-
-    def start(self) -> None:
-        """Start this process's thread unless one runs: on first use, and again after a stop."""
-        with starting:
-            if not self.running:
-                self.running, self.idle = True, False
-                self.thread = threading.Thread(target=self.run, args=(self.queue,), name="store-writer",
-                                               daemon=True)
-                self.thread.start()
-
-    def run(self, q: deque[Queued]) -> None:
-        try:
-            self.write_until_stopped(q)
-        except BaseException:
-            with starting:
-                self.running = False  # not expected (writes never raise); the next put starts a new thread
-            raise
-
-    def write_until_stopped(self, q: deque[Queued]) -> None:
-        """Write what is queued, one batch at most every flush interval, until a stop marker.
-
-        Between batches the thread sleeps for the rest of the interval unless `wake` is set (a flush or a
-        full batch). When it then finds nothing queued it sleeps without a timeout, `idle`, and the next put
-        or flush wakes it: a quiet process does not wake every interval, and a row after a quiet spell is
-        written at once."""
-        last_write = -math.inf
-        while True:
-            delay = last_write + self.flush_interval - time.monotonic()
-            if delay > 0:
-                self.wake.wait(delay)
-            self.wake.clear()  # before the queue is read: a later set means rows this batch may miss
-            if not q:
-                self.idle = True  # before the queue is read again: a put appends, then reads `idle`
-                if not q:
-                    self.wake.wait()
-                self.idle = False
-                continue
-            batch: list[Queued] = []
-            while q:
-                batch.append(q.popleft())
-            unwritten = self.write(batch)
-            if unwritten:  # the database does not answer: the rows (and the flushes behind them) wait, tried again
-                q.extendleft(reversed(batch))
-                released = self.wait_for_database(q)
-                if released is not None:  # a stop waited its timeout: the rows left were dropped
-                    ending = self.end(q)
-                    for marker in released:
-                        marker.done.set()  # after `end`, as below
-                    if ending:
-                        return
-                continue
-            last_write = time.monotonic()
-            markers = [item for item in batch if isinstance(item, Flush)]
-            ending = any(marker.stop for marker in markers) and self.end(q)
-            for marker in markers:
-                marker.done.set()  # after `end`: the thread is gone, unless a put came meanwhile (it writes on)
-            if ending:
-                return
-
-    def end(self, q: deque[Queued]) -> bool:
-        """After a stop marker: end, unless a put queued rows since; then they are this thread's to write."""
-        with starting:
-            self.running = False  # before the queue is read: a put appends, then reads `running`
-            if q:
-                self.running = True
-                return False
-            if self.thread is threading.current_thread():
-                self.thread = None
-            return True
-
-    def wait_for_database(self, q: deque[Queued]) -> list[Flush] | None:
-        """Sleep before the next try, longer each time while the database stays down. When a stop (the process
-        going) has waited its timeout, what is queued is dropped and logged instead, and the flush markers to
-        release are returned: the thread then ends."""
-        self.retries += 1
-        stops = [item for item in q if isinstance(item, Flush) and item.stop]
-        if stops and time.monotonic() >= stops[0].deadline:
-            rows, markers = 0, []
-            while q:
-                item = q.popleft()
-                if isinstance(item, Flush):
-                    markers.append(item)
-                else:
-                    rows += len(item[1])
-            log.error(json.dumps({"event": "store_rows_dropped_at_exit", "rows": rows,
-                                  "reason": "the database did not answer before the stop's timeout"}))
-            return markers
-        delay = RETRY_SECONDS[min(self.retries, len(RETRY_SECONDS)) - 1]
-        if stops:
-            delay = min(delay, max(stops[0].deadline - time.monotonic(), self.flush_interval))
-        self.wake.wait(delay)
-        self.wake.clear()
-        return None
+    def after_fork(self) -> None:
+        self.engine.dispose(close=False)  # the parent's connections stay the parent's
 
     def write(self, batch: list[Queued]) -> bool:
         """Write a batch, table by table, taking each table's rows out of it once written; True when the
         database did not answer: what is left in the batch waits and is tried again (none written twice)."""
-        tables = list(dict.fromkeys(item[0] for item in batch if not isinstance(item, Flush)))
-        for table in tables:
-            rows = [row for item in batch if not isinstance(item, Flush) and item[0] is table for row in item[1]]
+        for table in list(dict.fromkeys(item[0] for item in batch)):
+            rows = [row for item in batch if item[0] is table for row in item[1]]
             if self.write_table(table, rows):
                 return True
-            batch[:] = [item for item in batch if isinstance(item, Flush) or item[0] is not table]
-        self.retries = 0
+            batch[:] = [item for item in batch if item[0] is not table]
         return False
 
     def write_table(self, table: sa.Table, rows: list[dict[str, Any]]) -> bool:
@@ -508,7 +359,7 @@ class FeedbackStore:
     def record_cards(self, service: str, hook_instance: str, cards: Iterable[Mapping[str, Any]]) -> None:
         """Queue which rule each card came from, so feedback can be counted per rule (written behind)."""
         issued_at = now()
-        self.writer.put(cards_issued, [
+        self.writer.put_rows(cards_issued, [
             {
                 "card_uuid": card["uuid"],
                 "service": service,
@@ -620,7 +471,7 @@ class FeedbackStore:
         """Queue one service call's log row: which rules fired and which cards went back, the repairs made to its
         resources and why it was refused, never patient data."""
         repaired = list(repairs)
-        self.writer.put(evaluations, [{
+        self.writer.put_rows(evaluations, [{
             "service": service,
             "hook_instance": storable(hook_instance)[:256] if hook_instance is not None else None,
             "evaluated_at": now(),

@@ -9,12 +9,13 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 import weakref
 from typing import Any, TextIO
 
 import orjson
+
+from cds_service.behind import Behind
 
 EXTRA_FIELDS = ("hook_instance", "error_type")
 
@@ -74,27 +75,57 @@ FLUSH_INTERVAL = 0.1  # seconds an info line may wait in memory before it is wri
 MAX_PENDING = 256  # lines: this many are written at once
 
 
+class LineWriter(Behind[str]):
+    """The lines of one BatchedStreamHandler, written behind (cds_service.behind): a batch in one write()."""
+
+    name = "log-writer"
+    linger = True  # the first line after a quiet spell waits the interval for the lines that follow it
+
+    def __init__(self, handler: BatchedStreamHandler, interval: float, max_pending: int) -> None:
+        # Never more than max_pending queued: the handler writes them itself then (max_queued is a mere guard).
+        super().__init__(interval, batch_items=max_pending, max_queued=max_pending * 4)
+        self.handler = weakref.ref(handler)
+
+    def write(self, batch: list[str]) -> bool:
+        """One write() for the batch; a batch the stream refuses is dropped (closed, a broken pipe: there is
+        nowhere left to say so)."""
+        handler = self.handler()
+        if handler is None:
+            return False
+        try:
+            handler.stream.write("".join(batch))
+            if hasattr(handler.stream, "flush"):
+                handler.stream.flush()
+        except RecursionError:
+            raise
+        except Exception:  # noqa: S110 - the lines have nowhere else to go
+            pass
+        return False
+
+    def shed(self, item: str) -> None:
+        self.drain()  # not expected (the handler drains at max_pending): written now rather than lost
+        self.put(item)
+
+
 class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A StreamHandler that writes the lines of FLUSH_INTERVAL in one write() instead of one write() each.
 
     A write to a log file is a system call that costs a worker more than formatting the line: one per hook
     call was 2 to 3% of the call's CPU under `cds-service serve` on this project's host (benchmarks/ab.py). A
-    line is formatted when it is logged (its time is the event's) and queued; a thread of the process writes
-    the queue once per interval when there is one. A warning or an error is written at once, after the lines
-    queued before it, and so is a queue of MAX_PENDING lines. A clean exit writes what is queued (logging's
-    own shutdown flushes every handler; gunicorn's worker_exit too); a process killed outright (SIGKILL) loses
-    at most its last FLUSH_INTERVAL of info lines. A forked child starts with an empty queue and its own thread.
-    As with logging's own handlers, a failure never reaches the code that logs: a line that cannot be
-    formatted goes to handleError, and a batch the stream refuses is dropped."""
+    line is formatted when it is logged (its time is the event's) and queued; the process's writer thread
+    (behind.Behind) writes the queue once per interval when there is one. A warning or an error is written at
+    once, after the lines queued before it, and so is a queue of MAX_PENDING lines. A clean exit writes what
+    is queued (logging's own shutdown flushes every handler; gunicorn's worker_exit too); a process killed
+    outright (SIGKILL) loses at most its last FLUSH_INTERVAL of info lines. What is queued is written before
+    the process forks, and a forked child starts with an empty queue and its own thread. As with logging's own
+    handlers, a failure never reaches the code that logs: a line that cannot be formatted goes to handleError,
+    and a batch the stream refuses is dropped."""
 
     def __init__(self, stream: TextIO, interval: float = FLUSH_INTERVAL, max_pending: int = MAX_PENDING) -> None:
         super().__init__(stream)
-        self.interval = interval
         self.max_pending = max_pending
-        self.pending: list[str] = []
-        self.due = threading.Event()  # set when the queue goes from empty to not empty
-        self.thread: threading.Thread | None = None  # this process's writer thread
-        self.stopping = threading.Event()  # set on close: every line is written at once, the thread ends
+        self.writer = LineWriter(self, interval, max_pending)
+        self.closed = False  # once closed, every line is written at once
         HANDLERS.add(self)
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -107,77 +138,22 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
 
     def queue(self, line: str, level: int) -> None:
-        """Queue one formatted line, of this level; written at once from WARNING up, or when no writer thread
-        can be had."""
-        with self.lock:  # type: ignore[union-attr]  # an RLock: emit holds it already
-            self.pending.append(line + self.terminator)
-            if level >= logging.WARNING or len(self.pending) >= self.max_pending or self.stopping.is_set():
-                self.flush()
-            elif len(self.pending) == 1:
-                self.due.set()
-                if self.thread is None or not self.thread.is_alive():
-                    try:
-                        self.start()
-                    except RuntimeError:  # no new thread (at interpreter exit, or none to be had): write now
-                        self.flush()
+        """Queue one formatted line, of this level; written at once from WARNING up or at max_pending."""
+        writer = self.writer
+        writer.put(line + self.terminator)
+        if level >= logging.WARNING or len(writer.queue) >= self.max_pending or self.closed:
+            writer.drain()
 
     def flush(self) -> None:
-        """Write every queued line, in one write(); a batch the stream refuses is dropped (closed, a broken pipe:
-        there is nowhere left to say so)."""
-        with self.lock:  # type: ignore[union-attr]  # an RLock: emit holds it already
-            lines, self.pending = "".join(self.pending), []
-            try:
-                if lines:
-                    self.stream.write(lines)
-                if hasattr(self.stream, "flush"):
-                    self.stream.flush()
-            except RecursionError:
-                raise
-            except Exception:  # noqa: S110 - the lines have nowhere else to go
-                pass
-
-    def start(self) -> None:
-        """This process's writer thread (again, if one could not start or ended)."""
-        thread = threading.Thread(target=write_when_due, args=(weakref.ref(self), self.due, self.stopping),
-                                  name="log-writer", daemon=True)
-        thread.start()
-        self.thread = thread
+        """Write every queued line now, in one write()."""
+        self.writer.drain()
 
     def close(self) -> None:
         """Write what is queued; from now on every line is written at once, and the thread ends."""
-        with self.lock:  # type: ignore[union-attr]
-            self.flush()
-            self.stopping.set()
-            self.due.set()
+        self.closed = True
+        self.writer.drain()
+        self.writer.stop(1.0)
         super().close()
-
-    def forked(self) -> None:
-        """In a forked child: the queued lines are the parent's to write; the thread is the parent's."""
-        closed = self.stopping.is_set()
-        self.pending, self.due, self.stopping, self.thread = [], threading.Event(), threading.Event(), None
-        if closed:
-            self.stopping.set()
-
-
-def write_when_due(handler_ref: weakref.ref[BatchedStreamHandler], due: threading.Event,
-                   stopping: threading.Event) -> None:
-    """A writer thread: once the queue has a line, wait the interval and write what is queued. It holds its
-    handler weakly and ends with it (closed or gone)."""
-    while True:
-        woken = due.wait(timeout=60)
-        handler = handler_ref()
-        if handler is None or stopping.is_set():
-            return
-        interval = handler.interval
-        del handler
-        if not woken or stopping.wait(interval):  # the lines of the interval go out together
-            continue
-        handler = handler_ref()
-        if handler is None:
-            return
-        due.clear()  # before the flush: a line queued after it sets `due` again
-        handler.flush()
-        del handler
 
 
 HANDLERS: weakref.WeakSet[BatchedStreamHandler] = weakref.WeakSet()
@@ -230,12 +206,9 @@ def flush() -> None:
         handler.flush()
 
 
-def _forked() -> None:
-    for handler in list(HANDLERS):
-        handler.forked()
-
-
-os.register_at_fork(before=flush, after_in_child=_forked)
+# Before a fork: the queued lines are written by the parent, so that none is lost with the child's fresh queue
+# and none is written twice (gunicorn forks its workers from a master that logs).
+os.register_at_fork(before=flush)
 
 
 def configure(*, batched: bool = True) -> None:

@@ -19,7 +19,8 @@ from prometheus_client import REGISTRY
 
 from cds_service import analytics, server
 from cds_service.protocol import parse_feedback
-from cds_service.store import FLUSH_INTERVAL, FeedbackStore, Flush, metadata
+from cds_service.behind import Flush
+from cds_service.store import FLUSH_INTERVAL, FeedbackStore, metadata
 
 SERVICE = "injection-billing-encounter-discharge"
 CALLS, THREADS, CARDS_PER_CALL = 1000, 8, 3
@@ -165,7 +166,7 @@ def test_the_writer_survives_a_dropped_table(store: FeedbackStore) -> None:
 def test_one_row_the_database_refuses_costs_only_itself(store: FeedbackStore) -> None:
     rows = [{"service": SERVICE, "hook_instance": hi, "evaluated_at": dt.datetime.now(dt.UTC), "duration_ms": 1.0,
              "status": 200, "rules_fired": "[]", "card_uuids": "[]"} for hi in ("good-1", "bad-\ud800", "good-2")]
-    store.writer.put(metadata.tables["evaluations"], rows)  # one batch, as three calls in one flush interval
+    store.writer.put_rows(metadata.tables["evaluations"], rows)  # one batch, as three calls in one flush interval
     assert store.flush()
     assert sorted(hook_instances(store)) == ["good-1", "good-2"]
 
@@ -193,7 +194,7 @@ def test_rows_wait_for_an_unreachable_database_and_a_stop_gives_up_on_them() -> 
 def test_a_full_queue_sheds_rows_counts_them_and_warns_once(
     store: FeedbackStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("cds_service.store.MAX_QUEUED", 3)
+    monkeypatch.setattr(store.writer, "max_queued", 3)
     handler = Collect()
     logging.getLogger("cds_service.store").addHandler(handler)
     try:
@@ -291,15 +292,15 @@ def test_a_stop_that_timed_out_does_not_leave_the_writer_dead(store: FeedbackSto
 def test_a_put_while_the_thread_ends_after_a_stop_is_written_without_another_call(store: FeedbackStore) -> None:
     writer = store.writer
     taken, resume = threading.Event(), threading.Event()
-    write = writer.write
+    write = writer.write_batch
 
-    def write_slowly_after_a_stop(batch: list[Any]) -> None:
+    def write_slowly_after_a_stop(batch: list[Any]) -> bool:
         if any(isinstance(item, Flush) and item.stop for item in batch):
             taken.set()  # the thread has taken the stop marker and has not ended yet
             resume.wait(5)
-        write(batch)
+        return write(batch)
 
-    writer.write = write_slowly_after_a_stop  # type: ignore[method-assign]
+    writer.write_batch = write_slowly_after_a_stop  # type: ignore[method-assign]
     store.record_evaluation(SERVICE, "before", 200, 1.0, [], [])
     assert store.flush()
     stopping = threading.Thread(target=writer.stop, args=(5.0,))

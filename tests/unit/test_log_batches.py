@@ -82,7 +82,7 @@ def test_the_writer_goes_on_after_a_refused_write_and_after_its_thread_ends() ->
     assert wait_for(lambda: stream.failed)
     log.info(Event({"event": "kept"}))
     assert wait_for(lambda: [line["event"] for line in lines(stream)] == ["kept"])
-    handler.thread = None  # as if its thread had ended
+    assert handler.writer.stop(5) and handler.writer.thread is None  # its thread ends
     log.info(Event({"event": "again"}))
     assert wait_for(lambda: [line["event"] for line in lines(stream)] == ["kept", "again"])
 
@@ -92,7 +92,7 @@ def test_a_closed_handler_writes_at_once_and_its_thread_ends() -> None:
     handler = BatchedStreamHandler(stream, interval=60)
     log = logger_with(handler, "closed")
     log.info(Event({"event": "queued"}))
-    thread = handler.thread
+    thread = handler.writer.thread
     handler.close()  # as logging.shutdown does at exit
     assert [line["event"] for line in lines(stream)] == ["queued"]
     log.info(Event({"event": "after"}))
@@ -127,7 +127,7 @@ def test_a_failing_stream_drops_the_lines_and_logging_goes_on() -> None:
     log = logger_with(handler, "broken")
     log.error(Event({"event": "one"}))
     log.error(Event({"event": "two"}))  # no exception reaches the caller
-    assert handler.pending == []  # the refused batches are dropped, not kept to grow
+    assert not handler.writer.queue  # the refused batches are dropped, not kept to grow
     good = CountingStream()
     handler.setStream(good)
     log.error(Event({"event": "three"}))
@@ -183,7 +183,7 @@ def test_the_short_path_writes_the_line_logging_would() -> None:
     assert short["logger"] == "test-batches.short.requests" and short["level"] == "info"
     assert abs(time.mktime(time.strptime(short["time"][:19], "%Y-%m-%dT%H:%M:%S")) - time.mktime(
         time.strptime(standard["time"][:19], "%Y-%m-%dT%H:%M:%S"))) <= 1
-    assert not log.handlers[0].pending  # nothing left over, nothing written twice
+    assert not handler.writer.queue  # nothing left over, nothing written twice
     assert stream.writes == 1
 
 
