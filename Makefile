@@ -25,7 +25,7 @@ run: $(VENV)/.installed-run
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check cds_service tests
-	$(BIN)/mypy --strict cds_service/rules cds_service/facts.py cds_service/drugs.py cds_service/units.py cds_service/catalog.py cds_service/partb
+	$(BIN)/mypy --strict cds_service/rules cds_service/facts.py cds_service/fhir/shapes.py cds_service/behind.py cds_service/service.py cds_service/drugs.py cds_service/units.py cds_service/catalog.py cds_service/partb
 
 test: lint chromium
 	$(BIN)/python -m pytest -q

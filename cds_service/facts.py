@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgspec
 
 from cds_service.catalog import PayerProfiles
 from cds_service.drugs import DrugFacts, Formulary
+from cds_service.fhir import shapes
 from cds_service.fhir.parse import Resources, ref_key
+from cds_service.fhir.shapes import When
 from cds_service.rules.model import (
     BillingPolicy,
     ChargeLine,
@@ -147,14 +149,14 @@ def build(
     unplaced = [ma for ma in resources.administrations if not placed(admin_times(ma), tz)]
     kept = [ma for ma in resources.administrations
             if ma.status != "entered-in-error" and all(ma is not bad for bad in unplaced)]  # RULES: ignored
-    kept = [ma for ma in kept if injected(ma, getattr(ma, "dosage", None), resources)]
+    kept = [ma for ma in kept if injected(ma, ma.dosage, resources)]
     mine = {id(ma) for ma in kept if belongs(ma, encounter_ref, local_date(effective(ma), tz), dos)}
     current = tuple(administration(ma, resources, terms.formulary, tz, diagnoses) for ma in kept if id(ma) in mine)
     history = tuple(earlier_dose(ma, resources, terms.formulary, tz) for ma in kept if id(ma) not in mine)
     if hook_kind == "order-sign":
         order_dos = dos or dt.date.today()
         current = tuple(order(mr, resources, terms.formulary, order_dos, tz, diagnoses) for mr in resources.orders
-                        if injected(mr, (mr.dosageInstruction or [None])[0], resources))
+                        if injected(mr, first_instruction(mr), resources))
     return Visit(
         hook_kind=hook_kind,
         patient_ref=f"Patient/{patient_id}",
@@ -175,7 +177,7 @@ def build(
 
 # --- references and time ------------------------------------------------------------------
 
-def placed(times: Iterable[Any], tz: dt.tzinfo | None) -> bool:
+def placed(times: Iterable[When], tz: dt.tzinfo | None) -> bool:
     """Every time can be placed in UTC and the encounter's time zone: FHIR allows 0001-01-01T00:00:00Z, which
     is before year 1 at -05:00, and 9999-12-31T23:59:59-14:00, which is after 9999 in UTC."""
     for when in times:
@@ -189,37 +191,37 @@ def placed(times: Iterable[Any], tz: dt.tzinfo | None) -> bool:
     return True
 
 
-def admin_times(ma: Any) -> list[Any]:
+def admin_times(ma: shapes.MedicationAdministration) -> list[When]:
     period = ma.effectivePeriod
     return [ma.effectiveDateTime, *((period.start, period.end) if period else ())]
 
 
-def charge_times(item: Any) -> list[Any]:
+def charge_times(item: shapes.ChargeItem) -> list[When]:
     period = item.occurrencePeriod
     return [item.occurrenceDateTime, *((period.start, period.end) if period else ())]
 
 
-def unplaceable(resources: Iterable[Any], where: str) -> Iterator[InvalidResource]:
+def unplaceable(resources: Iterable[shapes.Resource], where: str) -> Iterator[InvalidResource]:
     """An invalid-resource finding for each resource whose time cannot be placed: it is left out, and the
     rest of the request is evaluated."""
     for resource in resources:
         yield InvalidResource(
             where=where,
             resource_type=resource.get_resource_type(),
-            resource_id=getattr(resource, "id", None),
+            resource_id=resource.id,
             problems=("a date-time that cannot be placed in the encounter's time zone or in UTC (it falls before "
                       "year 1 or after year 9999 there): the resource is left out",),
         )
 
 
-def ref_id(ref: Any, rtype: str) -> str | None:
-    key = ref_key(getattr(ref, "reference", None))
+def ref_id(ref: shapes.Reference | None, rtype: str) -> str | None:
+    key = ref_key(ref.reference if ref is not None else None)
     if key and key.startswith(rtype + "/"):
         return key.split("/", 1)[1]
     return None
 
 
-def encounter_tz(enc: Any) -> dt.tzinfo | None:
+def encounter_tz(enc: shapes.Encounter | None) -> dt.tzinfo | None:
     """The encounter's local offset, from its period (the only time zone evidence in the data)."""
     period = enc.period if enc is not None else None
     for value in (period.start, period.end) if period else ():
@@ -228,7 +230,7 @@ def encounter_tz(enc: Any) -> dt.tzinfo | None:
     return None
 
 
-def local_date(value: Any, tz: dt.tzinfo | None) -> dt.date | None:
+def local_date(value: When, tz: dt.tzinfo | None) -> dt.date | None:
     """Date of service of a FHIR date or dateTime, in the encounter's local time zone."""
     if isinstance(value, dt.datetime):
         if tz is not None and value.tzinfo is not None:
@@ -242,8 +244,18 @@ def local_date(value: Any, tz: dt.tzinfo | None) -> dt.date | None:
 
 # --- drugs, routes and doses --------------------------------------------------------------
 
-def codings(concept: Any) -> list[Any]:
-    return list(getattr(concept, "coding", None) or [])
+def codings(concept: shapes.CodeableConcept | str | None) -> Sequence[shapes.Coding]:
+    """A concept's codings; none for a concept that is only a text (a medicationReference's display)."""
+    return (concept.coding or ()) if concept is not None and not isinstance(concept, str) else ()
+
+
+def concept_text(concept: shapes.CodeableConcept | str | None) -> str | None:
+    """A concept's text (the text itself for a reference's display)."""
+    return concept if isinstance(concept, str) or concept is None else concept.text
+
+
+def first_instruction(mr: shapes.MedicationRequest) -> shapes.Dosage | None:
+    return mr.dosageInstruction[0] if mr.dosageInstruction else None
 
 
 def short_system(system: str | None) -> str | None:
@@ -260,53 +272,59 @@ def short_system(system: str | None) -> str | None:
     return None
 
 
-def medication_of(resource: Any, resources: Resources) -> tuple[Any, Any]:
-    """Return (CodeableConcept, Medication or None) for an admin or order, however it names its drug."""
+Drug = tuple[shapes.CodeableConcept | str | None, shapes.Medication | None]
+
+
+def medication_of(resource: shapes.Ordered, resources: Resources) -> Drug:
+    """Return (CodeableConcept, Medication or None) for an admin or order, however it names its drug; the
+    concept is the reference's display text when the Medication cannot be had."""
     if resource.medicationCodeableConcept is not None:
         return resource.medicationCodeableConcept, None
-    reference = getattr(resource.medicationReference, "reference", None)
-    med = None
+    named = resource.medicationReference
+    reference = named.reference if named is not None else None
+    med: shapes.Medication | None = None
     if reference and reference.startswith("#"):
-        med = next((c for c in resource.contained or [] if getattr(c, "id", None) == reference[1:]), None)
+        med = next((cast(shapes.Medication, c) for c in resource.contained or []
+                    if c.id == reference[1:] and c.get_resource_type() == "Medication"), None)
     elif reference:
         med = resources.medications.get(reference) or resources.medications.get(ref_key(reference) or "")
     if med is None:
-        return getattr(resource.medicationReference, "display", None), None
+        return (named.display if named is not None else None), None
     return med.code, med
 
 
-def injected(resource: Any, dosage: Any, resources: Resources) -> bool:
+def injected(resource: shapes.Ordered, dosage: shapes.AdministrationDosage | shapes.Dosage | None,
+             resources: Resources) -> bool:
     """False for a product whose dose form is not injected (an oral tablet, a cream, an inhaler) given or ordered
     without an injection route charted (coded, or in the route's or the dosage's text); a vaccine is always the
     service's (an oral or nasal one has its own administration code). Another encounter's administration is read
     without its dosage (fhir.parse.HISTORY_ELEMENTS), so there the product's name decides: an oral B12 tablet is
     no earlier injection for the frequency rule."""
     concept, med = medication_of(resource, resources)
-    names = [concept] if isinstance(concept, str) else [getattr(concept, "text", None)]
-    names += [c.display for c in codings(concept)]
+    names = [concept_text(concept), *(c.display for c in codings(concept))]
     if med is not None:
-        names += [getattr(med.form, "text", None), *(c.display for c in codings(med.form))]
+        names += [concept_text(med.form), *(c.display for c in codings(med.form))]
     text = " ".join(filter(None, names))
     if not NOT_INJECTED_FORM.search(text) or INJECTED_FORM.search(text) or "vaccin" in text.lower():
         return True
     if any(c.system in CVX_SYSTEMS for c in codings(concept)):
         return True
-    charted, _ = route_of(getattr(dosage, "route", None), [getattr(dosage, "text", None)])
+    charted, _ = route_of(dosage.route if dosage else None, [dosage.text if dosage else None])
     return charted.is_injection or charted in (RouteClass.IV_PUSH, RouteClass.IV_INFUSION,
                                                RouteClass.INTRA_ARTERIAL)
 
 
-def drug_of(resource: Any, resources: Resources, formulary: Formulary, *, day: dt.date | None,
-            route: RouteClass, dose: Any) -> DrugFacts:
+def drug_of(resource: shapes.Ordered, resources: Resources, formulary: Formulary, *, day: dt.date | None,
+            route: RouteClass, dose: shapes.Quantity | None) -> DrugFacts:
     """The drug an admin or order names, and its dose in billing units, on a date of service."""
     concept, med = medication_of(resource, resources)
-    text = concept if isinstance(concept, str) else getattr(concept, "text", None)
+    text = concept_text(concept)
     coded = [(system, c.code.strip()) for c in codings(concept)
              if c.code and c.code.strip() and (system := short_system(c.system))]
     names = [text] if text else []
     names += [c.display for c in codings(concept) if c.display]
     if med is not None:
-        names += [getattr(i.itemCodeableConcept, "text", None) or "" for i in med.ingredient or []]
+        names += [concept_text(i.itemCodeableConcept) or "" for i in med.ingredient or []]
     quantity = None
     if dose is not None and dose.value is not None:
         quantity = Quantity(Decimal(dose.value), (dose.code or dose.unit or "").strip())
@@ -314,14 +332,14 @@ def drug_of(resource: Any, resources: Resources, formulary: Formulary, *, day: d
                            strength=strength_per_ml(med))
 
 
-def route_of(route: Any, texts: Iterable[str | None]) -> tuple[RouteClass, bool]:
+def route_of(route: shapes.CodeableConcept | None, texts: Iterable[str | None]) -> tuple[RouteClass, bool]:
     """Classify a route from its standard coding, else from text. Returns (route, coded)."""
     for coding in codings(route):
         system = "nci" if coding.system in NCI_SYSTEMS else coding.system
         found = ROUTE_CODES.get(system or "", {}).get((coding.code or "").strip())
         if found is not None:
             return found, True
-    candidates = [getattr(route, "text", None)] + [c.display for c in codings(route)] + list(texts)
+    candidates = [concept_text(route), *(c.display for c in codings(route)), *texts]
     for text in filter(None, candidates):
         for pattern, found in ROUTE_TEXT:
             if pattern.search(text):
@@ -329,11 +347,13 @@ def route_of(route: Any, texts: Iterable[str | None]) -> tuple[RouteClass, bool]
     return RouteClass.UNKNOWN, False
 
 
-def strength_per_ml(med: Any) -> Quantity | None:
+def strength_per_ml(med: shapes.Medication | None) -> Quantity | None:
     """Concentration from a Medication's single ingredient strength, as amount per mL."""
-    if med is None or len(med.ingredient or []) != 1 or med.ingredient[0].strength is None:
+    ingredients = (med.ingredient or ()) if med is not None else ()
+    strength = ingredients[0].strength if len(ingredients) == 1 else None
+    if strength is None:
         return None
-    num, den = med.ingredient[0].strength.numerator, med.ingredient[0].strength.denominator
+    num, den = strength.numerator, strength.denominator
     if num is None or den is None or num.value is None or not den.value:
         return None
     if (den.code or den.unit or "").strip().lower() not in VOLUME_UNITS:
@@ -344,7 +364,8 @@ def strength_per_ml(med: Any) -> Quantity | None:
 # --- the facts --------------------------------------------------------------------------------
 
 def administration(
-    ma: Any, resources: Resources, formulary: Formulary, tz: dt.tzinfo | None, visit_dx: tuple[str, ...]
+    ma: shapes.MedicationAdministration, resources: Resources, formulary: Formulary, tz: dt.tzinfo | None,
+    visit_dx: tuple[str, ...],
 ) -> Injection:
     """This visit's administration: everything billing and documentation rules read."""
     dosage = ma.dosage
@@ -363,13 +384,15 @@ def administration(
     )
 
 
-def earlier_dose(ma: Any, resources: Resources, formulary: Formulary, tz: dt.tzinfo | None) -> Injection:
+def earlier_dose(
+    ma: shapes.MedicationAdministration, resources: Resources, formulary: Formulary, tz: dt.tzinfo | None
+) -> Injection:
     """Another encounter's administration: what the frequency rule reads (drug, status and when)."""
     found = drug_of(ma, resources, formulary, day=local_date(effective(ma), tz), route=RouteClass.UNKNOWN, dose=None)
     return given(ma, found, tz)
 
 
-def given(ma: Any, found: DrugFacts, tz: dt.tzinfo | None, **more: Any) -> Injection:
+def given(ma: shapes.MedicationAdministration, found: DrugFacts, tz: dt.tzinfo | None, **more: Any) -> Injection:
     """An administration's drug, status and time: what every administration's Injection carries (and more)."""
     when = effective(ma)
     at = local_time(when, tz)
@@ -389,20 +412,20 @@ def given(ma: Any, found: DrugFacts, tz: dt.tzinfo | None, **more: Any) -> Injec
     )
 
 
-def effective(ma: Any) -> Any:
+def effective(ma: shapes.MedicationAdministration) -> When:
     """effectiveDateTime, or the start of effectivePeriod."""
     return ma.effectiveDateTime or (ma.effectivePeriod.start if ma.effectivePeriod else None)
 
 
 def order(
-    mr: Any, resources: Resources, formulary: Formulary, dos: dt.date, tz: dt.tzinfo | None,
+    mr: shapes.MedicationRequest, resources: Resources, formulary: Formulary, dos: dt.date, tz: dt.tzinfo | None,
     visit_dx: tuple[str, ...],
 ) -> Injection:
-    instruction = (mr.dosageInstruction or [None])[0]
+    instruction = first_instruction(mr)
     route, route_coded = route_of(
         instruction.route if instruction else None, [instruction.text if instruction else None]
     )
-    dose = None
+    dose: shapes.Quantity | None = None
     for dose_rate in (instruction.doseAndRate or []) if instruction else []:
         dose = dose_rate.doseQuantity or dose
     found = drug_of(mr, resources, formulary, day=dos, route=route, dose=dose)
@@ -425,7 +448,7 @@ def order(
     )
 
 
-def dosing(found: DrugFacts, route: RouteClass, route_coded: bool, dose: Any) -> dict[str, Any]:
+def dosing(found: DrugFacts, route: RouteClass, route_coded: bool, dose: shapes.Quantity | None) -> dict[str, Any]:
     """What an administration and an order both say of the product, route and dose, as Injection fields."""
     return {
         "ndc": found.ndc,
@@ -437,7 +460,7 @@ def dosing(found: DrugFacts, route: RouteClass, route_coded: bool, dose: Any) ->
     }
 
 
-def patient_supplied(resource: Any, texts: Iterable[str | None]) -> bool:
+def patient_supplied(resource: shapes.Ordered, texts: Iterable[str | None]) -> bool:
     """The patient brought the drug: an extension saying so, or a note or dosage text that does."""
     for ext in resource.extension or []:
         url = (ext.url or "").lower()
@@ -446,7 +469,7 @@ def patient_supplied(resource: Any, texts: Iterable[str | None]) -> bool:
     return any(PATIENT_SUPPLIED_TEXT.search(text) for text in texts if text)
 
 
-def local_time(value: Any, tz: dt.tzinfo | None) -> dt.datetime | None:
+def local_time(value: When, tz: dt.tzinfo | None) -> dt.datetime | None:
     if isinstance(value, dt.datetime):
         return value.astimezone(tz) if tz is not None and value.tzinfo is not None else value
     return None
@@ -463,7 +486,7 @@ def payer(resources: Resources, profiles: PayerProfiles) -> PayerProfile | None:
     return profiles.select(codes, names)
 
 
-def iv_route(ma: Any, route: RouteClass) -> RouteClass:
+def iv_route(ma: shapes.MedicationAdministration, route: RouteClass) -> RouteClass:
     """An IV admin lasting over 15 minutes is an infusion, one of 15 minutes or less a push (CPT, BILLING-FACTS);
     with no times, a rate makes it an infusion, and otherwise the charted route stands."""
     period = ma.effectivePeriod
@@ -477,19 +500,20 @@ def iv_route(ma: Any, route: RouteClass) -> RouteClass:
     return route
 
 
-def belongs(ma: Any, encounter_ref: str | None, admin_dos: dt.date | None, dos: dt.date | None) -> bool:
+def belongs(ma: shapes.MedicationAdministration, encounter_ref: str | None, admin_dos: dt.date | None,
+            dos: dt.date | None) -> bool:
     """An admin is this encounter's when it says so, or, saying nothing, falls on its date."""
-    linked = ref_key(getattr(ma.context, "reference", None))
+    linked = ref_key(ma.context.reference if ma.context is not None else None)
     if linked is not None and linked.startswith("Encounter/"):
         return linked == encounter_ref
     return admin_dos is not None and admin_dos == dos
 
 
-def condition_codes(condition: Any) -> list[str]:
+def condition_codes(condition: shapes.Condition) -> list[str]:
     return [c.code.strip().upper() for c in codings(condition.code) if c.code]
 
 
-def reason_codes(resource: Any, resources: Resources) -> tuple[str, ...]:
+def reason_codes(resource: shapes.Ordered, resources: Resources) -> tuple[str, ...]:
     """Diagnosis codes linked to one admin or order: reasonCode and reasonReference."""
     found = [c.code.strip().upper() for concept in resource.reasonCode or [] for c in codings(concept) if c.code]
     by_ref = {f"Condition/{c.id}": c for c in resources.conditions if c.id}
@@ -512,18 +536,18 @@ def encounter_diagnoses(resources: Resources, encounter_ref: str | None) -> tupl
                 found += condition_codes(condition)
         found += [c.code.strip().upper() for concept in enc.reasonCode or [] for c in codings(concept) if c.code]
     for condition in resources.conditions:
-        linked = ref_key(getattr(condition.encounter, "reference", None))
+        linked = ref_key(condition.encounter.reference if condition.encounter is not None else None)
         categories = {c.code for concept in condition.category or [] for c in codings(concept)}
         if encounter_ref and linked == encounter_ref and "encounter-diagnosis" in categories:
             found += condition_codes(condition)
     return tuple(dict.fromkeys(found))
 
 
-def setting(enc: Any, terms: Terms) -> Setting:
+def setting(enc: shapes.Encounter | None, terms: Terms) -> Setting:
     """Facility or not, from Encounter.class and the place-of-service code of its Location."""
     if enc is None:
         return Setting.UNKNOWN
-    class_code = getattr(enc.class_fhir, "code", None)
+    class_code = enc.class_fhir.code if enc.class_fhir is not None else None
     pos_codes = set(place_of_service(enc))
     if class_code in terms.facility_classes or pos_codes & terms.facility_pos:
         return Setting.FACILITY
@@ -532,12 +556,12 @@ def setting(enc: Any, terms: Terms) -> Setting:
     return Setting.UNKNOWN
 
 
-def place_of_service(enc: Any) -> Iterator[str]:
+def place_of_service(enc: shapes.Encounter) -> Iterator[str]:
     """CMS place-of-service codes on the types of the encounter's contained Locations."""
     for resource in enc.contained or []:
         if resource.get_resource_type() != "Location":
             continue
-        for concept in resource.type or []:
+        for concept in cast(shapes.Location, resource).type or []:
             for coding in codings(concept):
                 system = (coding.system or "").lower().replace("_", "-")
                 if coding.code and ("place-of-service" in system or system == "urn:oid:2.16.840.1.113883.6.50"):
@@ -545,7 +569,7 @@ def place_of_service(enc: Any) -> Iterator[str]:
 
 
 def charge_lines(
-    charges: Iterable[Any], tz: dt.tzinfo | None, formulary: Formulary, dos: dt.date | None
+    charges: Iterable[shapes.ChargeItem], tz: dt.tzinfo | None, formulary: Formulary, dos: dt.date | None
 ) -> Iterator[ChargeLine]:
     """The charges already captured for the encounter, as billing lines; a drug line's code is checked
     against CMS's files for the quarter of its date of service."""
@@ -573,7 +597,7 @@ def charge_lines(
         )
 
 
-def billing_code(concept: Any) -> tuple[Literal["cpt", "hcpcs"], str] | None:
+def billing_code(concept: shapes.CodeableConcept | None) -> tuple[Literal["cpt", "hcpcs"], str] | None:
     """The CPT or HCPCS code of a ChargeItem, by system, else by the code's shape."""
     for coding in codings(concept):
         code = (coding.code or "").strip().upper()

@@ -21,7 +21,7 @@ from typing import Any
 from fhir.resources.R4B import get_fhir_model_class
 from pydantic import ValidationError
 
-from cds_service.fhir import repair
+from cds_service.fhir import repair, shapes
 from cds_service.fhir import structs as struct_pass
 from cds_service.fhir.fast import FastModel, model_for
 from cds_service.fhir.structs import PLAIN, STRICT, FhirStruct, Variant
@@ -48,16 +48,16 @@ Resource = FhirStruct | FastModel
 
 @dataclass
 class Resources:
-    """The resources of one hook call, by type, after validation."""
+    """The resources of one hook call, by type, after validation (Structs or pydantic models: see fhir.shapes)."""
 
-    encounter: Any = None
-    administrations: list[Any] = field(default_factory=list)
-    orders: list[Any] = field(default_factory=list)
-    medications: dict[str, Any] = field(default_factory=dict)  # by "Medication/id" and fullUrl
-    conditions: list[Any] = field(default_factory=list)
-    charges: list[Any] = field(default_factory=list)
+    encounter: shapes.Encounter | None = None
+    administrations: list[shapes.MedicationAdministration] = field(default_factory=list)
+    orders: list[shapes.MedicationRequest] = field(default_factory=list)
+    medications: dict[str, shapes.Medication] = field(default_factory=dict)  # by "Medication/id" and fullUrl
+    conditions: list[shapes.Condition] = field(default_factory=list)
+    charges: list[shapes.ChargeItem] = field(default_factory=list)
     charge_json: dict[str, Mapping[str, Any]] = field(default_factory=dict)  # by id: updates carry them whole
-    coverages: list[Any] = field(default_factory=list)
+    coverages: list[shapes.Coverage] = field(default_factory=list)
     invalid: list[InvalidResource] = field(default_factory=list)
     repaired: list[InvalidResource] = field(default_factory=list)  # read after repairs (fhir.repair), with them
     repaired_json: dict[int, dict[str, Any]] = field(default_factory=dict)  # by id(resource): the JSON as repaired

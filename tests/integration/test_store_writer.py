@@ -18,8 +18,8 @@ import sqlalchemy as sa
 from prometheus_client import REGISTRY
 
 from cds_service import analytics, server
-from cds_service.protocol import parse_feedback
 from cds_service.behind import Flush
+from cds_service.protocol import parse_feedback
 from cds_service.store import FLUSH_INTERVAL, FeedbackStore, metadata
 
 SERVICE = "injection-billing-encounter-discharge"

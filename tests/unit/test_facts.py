@@ -175,6 +175,18 @@ def test_contained_medication_with_strength() -> None:
     assert (inj.drug.key if inj.drug else None, inj.dose, inj.drug_units) == ("cyanocobalamin", Decimal(1500), 2)
 
 
+def test_a_contained_reference_to_a_resource_that_is_not_a_medication_names_no_drug() -> None:
+    """'#b12' naming a contained Patient (or Substance) is no Medication: the drug is unidentified (was a 500,
+    found when facts.py was typed against fhir.shapes)."""
+    for contained in ({"resourceType": "Patient", "id": "b12"},
+                      {"resourceType": "Substance", "id": "b12",
+                       "code": {"coding": [{"system": RXNORM, "code": "11248"}]}}):
+        ma = admin(contained=[contained], medicationReference={"reference": "#b12"})
+        del ma["medicationCodeableConcept"]
+        inj = only(ma)
+        assert (inj.drug, inj.drug_coded, inj.drug_text) == (None, False, None)
+
+
 def test_medication_included_in_the_bundle() -> None:
     ma = admin(medicationReference={"reference": "Medication/m9"})
     del ma["medicationCodeableConcept"]

@@ -171,7 +171,7 @@ def test_the_short_path_writes_the_line_logging_would() -> None:
     as logger.info(Event(...)) through the handler (the time aside, which is the call's)."""
     stream = CountingStream()
     handler = BatchedStreamHandler(stream, interval=60)
-    log = logger_with(handler, "short")
+    logger_with(handler, "short")
     child = logging.getLogger("test-batches.short.requests")  # propagates to the handler above
     event = {"event": "hook", "service": "s", "hookInstance": None, "status": 200, "rules": ["a", "b"], "é": "ü"}
     assert logs.sole_handler(child) is handler
