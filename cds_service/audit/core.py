@@ -1,14 +1,16 @@
 """One patient's encounters, each audited as the live service answers encounter-discharge for it.
 
 chart.py builds each encounter's prefetch from the patient's resources; this module reads it with
-`parse.read` and evaluates it with `service.evaluate`, the code of a live call, and turns the cards
-into findings rows. The configuration (terms, card renderer) is built once per process.
+`fhir.gather` and evaluates it with `service.evaluate`, the two steps of a live call's `service.handle_hook`
+(which adds what an audit has none of: a request body to check, a store to write, a max-cards cut), and
+turns the cards into findings rows. The configuration (terms, card renderer) is built once per process.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
+import time
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -21,8 +23,10 @@ from cds_service.audit.chart import Chart, audited_encounters, chart_of, given_i
 from cds_service.audit.findings import COLUMNS, row_of
 from cds_service.cards import CardRenderer, CardTemplate, load_templates
 from cds_service.config import Settings
+from cds_service.errors import FhirDataUnavailable
 from cds_service.facts import Terms
-from cds_service.fhir import parse
+from cds_service.fhir.gather import gather
+from cds_service.protocol import ENCOUNTER_KEYS, PREFETCH
 
 __all__ = ["COLUMNS", "PatientAudit", "audit", "audit_patient", "hook_instance"]
 
@@ -78,7 +82,7 @@ def audit(
     if chart is None:
         return out
     for enc in audited_encounters(chart, since, until):
-        rows = audit_encounter(engine, enc, chart, prefetch(enc, chart, medications))
+        rows = audit_encounter(engine, enc, chart, prefetch(enc, chart, medications), Export(medications))
         out.rows += rows
         out.encounters += 1
         out.administrations += sum(1 for ma in chart.administrations if given_in(ma, enc))
@@ -88,11 +92,17 @@ def audit(
 
 
 def audit_encounter(
-    engine: Engine, enc: Mapping[str, Any], chart: Chart, values: Mapping[str, Any]
+    engine: Engine, enc: Mapping[str, Any], chart: Chart, values: Mapping[str, Any], export: Export
 ) -> list[dict[str, Any]]:
     """The live service's cards for one encounter-discharge, as rows."""
+    context = {"patientId": chart.patient_id, "encounterId": enc["id"]}
+    resources = gather(
+        templates=PREFETCH_TEMPLATES, context=context, sent=values, draft_orders=None, plain_text=False,
+        fhir_server=EXPORT, token=None, allowed_servers=(EXPORT,), make_client=lambda _base, _token: export,
+        max_pages=1,
+    )
     outcome = service.evaluate(
-        parse.read(values, None, enc["id"]),  # as service.handle_hook reads an encounter hook's prefetch
+        resources,
         settings=engine.settings,
         terms=engine.terms,
         renderer=engine.renderer,
@@ -108,6 +118,27 @@ def audit_encounter(
                drug_codes=engine.terms.formulary.drug_codes, groups=engine.groups, at_risk=at_risk)
         for card, finding, at_risk in zip(outcome.response["cards"], outcome.findings, outcome.at_risk, strict=True)
     ]
+
+
+EXPORT = "https://bulk-export.invalid/fhir"  # the FHIR server an audited call asks (the export; .invalid: no host)
+PREFETCH_TEMPLATES = {key: PREFETCH[key] for key in ENCOUNTER_KEYS}
+
+
+class Export:
+    """The export as the FHIR server of an audited encounter-discharge. Every prefetch key is sent, so gather
+    asks it only for a Medication an administration references and the prefetch does not include: the export
+    lacks it (chart.included_medications includes those it has), which is a 404, the drug unidentified."""
+
+    def __init__(self, medications: Mapping[str, Mapping[str, Any]]) -> None:
+        self.medications = medications
+        self.deadline = time.monotonic() + 3600.0
+
+    def read(self, relative: str) -> dict[str, Any] | None:
+        found = self.medications.get(relative)
+        return dict(found) if found is not None else None
+
+    def search(self, relative: str, max_pages: int) -> dict[str, Any]:
+        raise FhirDataUnavailable("An audit's prefetch is whole: the export answers no search.")
 
 
 def hook_instance(encounter_id: str) -> str:
