@@ -256,7 +256,7 @@ def run_audit(args: argparse.Namespace) -> int:
     import sqlite3
     from concurrent.futures.process import BrokenProcessPool
 
-    from cds_service.audit import job
+    from cds_service.audit import common, job
 
     try:
         since, until = (dt.date.fromisoformat(v) if v else None for v in (args.since, args.until))
@@ -272,11 +272,11 @@ def run_audit(args: argparse.Namespace) -> int:
     if args.scheduler and args.engine != "dask":
         print("--scheduler goes with --engine dask", file=sys.stderr)
         return 2
-    audit = job.AuditJob(Path(args.export_dir), Path(args.out), args.config, since, until, args.workers,
+    audit = common.AuditJob(Path(args.export_dir), Path(args.out), args.config, since, until, args.workers,
                          progress=sys.stderr.isatty(), engine=args.engine, scheduler=args.scheduler)
     try:
         result = job.run(audit)
-    except (ConfigError, job.EmptyExport) as exc:
+    except (ConfigError, common.EmptyExport) as exc:
         print(exc, file=sys.stderr)
         return 2
     except ModuleNotFoundError as exc:
@@ -284,7 +284,7 @@ def run_audit(args: argparse.Namespace) -> int:
             raise
         print("--engine dask needs Dask: pip install 'cds-service[dask]'", file=sys.stderr)
         return 2
-    except job.ClusterUnavailable as exc:
+    except common.ClusterUnavailable as exc:
         print(exc, file=sys.stderr)
         return 2
     except BrokenProcessPool:

@@ -35,8 +35,8 @@ from dask.bytes import read_bytes
 from distributed import Client, KilledWorker, LocalCluster, as_completed
 from tqdm import tqdm
 
+from cds_service.audit import common as local
 from cds_service.audit import core, export
-from cds_service.audit import job as local
 from cds_service.audit.findings import COLUMNS
 from cds_service.audit.partition import Stored
 from cds_service.audit.tally import SKIPPED_LINES, Skip, Tally, skip_order

@@ -7,8 +7,6 @@ a time, rows go to findings.csv as their range finishes, and only counters are k
 from __future__ import annotations
 
 import csv
-import datetime as dt
-import importlib.util
 import itertools
 import json
 import multiprocessing
@@ -17,54 +15,29 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from cds_service import config as configuration
-from cds_service import rules
-from cds_service.audit import core, export
+from cds_service.audit import export
+from cds_service.audit.common import (
+    AuditJob,
+    AuditResult,
+    EmptyExport,
+    absorb,
+    checked_settings,
+    meta,
+    write_report,
+)
 from cds_service.audit.findings import COLUMNS
 from cds_service.audit.partition import StagingReader, StagingWriter
 from cds_service.audit.tally import Skip, Tally
 from cds_service.audit.worker import RangeResult, audit_range, close_worker, init_worker
-from cds_service.config import Settings
-from cds_service.errors import ConfigError
 
 RANGES_PER_WORKER = 16  # ranges small enough to balance the workers and move the progress bar
 AHEAD = 4  # ranges submitted per worker ahead of the one written: results wait in order, in bounded number
 MAX_RANGE = 200  # patients
-
-
-class EmptyExport(Exception):
-    """The export directory holds no NDJSON file."""
-
-
-class ClusterUnavailable(Exception):
-    """The Dask scheduler given for --engine dask cannot be reached."""
-
-
-@dataclass(frozen=True)
-class AuditJob:
-    export_dir: Path
-    out_dir: Path
-    config: str | None = None  # None: $CDS_SERVICE_CONFIG or config/default.yaml, as the service
-    since: dt.date | None = None
-    until: dt.date | None = None
-    workers: int = 1
-    progress: bool = False  # progress bars with an ETA on stderr
-    engine: str = "local"  # or "dask": dask_path.py, on a LocalCluster of `workers` processes or at `scheduler`
-    scheduler: str | None = None  # a Dask scheduler's address, e.g. tcp://10.0.0.5:8786
-
-
-@dataclass(frozen=True)
-class AuditResult:
-    summary: dict[str, Any]
-    findings: Path
-    summary_file: Path
-    report: Path | None  # report.html, when cds_service.audit.report is installed
 
 
 def run(job: AuditJob) -> AuditResult:
@@ -97,15 +70,6 @@ def run(job: AuditJob) -> AuditResult:
     summary_file = job.out_dir / "summary.json"
     summary_file.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
     return AuditResult(summary, findings, summary_file, write_report(summary, job.out_dir))
-
-
-def checked_settings(path: str | None) -> Settings:
-    """The configuration, with the same check as runtime.build: every enabled rule exists and has a card."""
-    settings = configuration.load(path)
-    missing = sorted(r for r in settings.enabled_rules() if r not in rules.RULES or r not in core.templates())
-    if missing:
-        raise ConfigError(settings.source, [f"rules/{rule_id}: not implemented yet" for rule_id in missing])
-    return settings
 
 
 def stage(files: list[Path], staging: Path, tally: Tally, progress: bool) -> int:
@@ -168,40 +132,6 @@ def results(ranges: list[tuple[str, str]], workers: int, init_args: tuple[Any, .
 
 def range_size(patients: int, workers: int) -> int:
     return max(1, min(MAX_RANGE, patients // (max(1, workers) * RANGES_PER_WORKER)))
-
-
-def absorb(tally: Tally, result: RangeResult) -> None:
-    tally.add_rows(result.rows)
-    tally.encounters += result.encounters
-    tally.patients += result.patients
-    tally.administrations += result.administrations
-    for patient_id, flagged in result.flagged:
-        tally.add_flagged(patient_id, flagged)
-    for skip, shared in result.skips:
-        tally.skip(skip, shared)
-
-
-def meta(job: AuditJob, settings: Settings, seconds: float) -> dict[str, Any]:
-    return {
-        "generated_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "export_dir": str(job.export_dir),
-        "config": settings.source,
-        "since": job.since.isoformat() if job.since else None,
-        "until": job.until.isoformat() if job.until else None,
-        "workers": job.workers,
-        "seconds": round(seconds, 3),
-    }
-
-
-def write_report(summary: dict[str, Any], out_dir: Path) -> Path | None:
-    """report.html by the colleague's cds_service.audit.report, when that module is there."""
-    if importlib.util.find_spec("cds_service.audit.report") is None:
-        return None
-    from cds_service.audit import report  # type: ignore[attr-defined,unused-ignore]
-
-    path = out_dir / "report.html"
-    report.write_html(summary, path)
-    return path
 
 
 def describe(result: AuditResult) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from cds_service.audit import dask_path, job
+from cds_service.audit import common, dask_path
 from cds_service.cli import main
 from tests.e2e.conftest import free_port
 from tests.integration.test_audit import audit, findings, make_export
@@ -42,7 +42,7 @@ def scheduler() -> Iterator[str]:
 
 
 def on_cluster(export: Path, out: Path, scheduler: str, blocksize: int = SMALL_BLOCKS) -> dict[str, Any]:
-    result = dask_path.run(job.AuditJob(export, out, workers=2, engine="dask", scheduler=scheduler), blocksize)
+    result = dask_path.run(common.AuditJob(export, out, workers=2, engine="dask", scheduler=scheduler), blocksize)
     return result.summary
 
 

@@ -69,3 +69,51 @@ def test_nothing_under_the_serving_layers_imports_them() -> None:
         if not module.startswith(SERVING):
             up |= {(module, name) for name in serving_imports(path)}
     assert up - BY_DESIGN == set()
+
+
+# One hook call's pipeline, top down: web -> service -> fhir / facts -> rules (issue 21). A module imports only
+# from its own layer and those below it; the audit, another caller of the pipeline, sits beside the service.
+PIPELINE = (
+    ("cds_service.service", "cds_service.runtime", "cds_service.audit"),
+    ("cds_service.facts", "cds_service.fhir"),
+    ("cds_service.rules",),
+)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every cds_service module a file imports, at its top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found |= {f"{node.module}.{alias.name}" for alias in node.names} | {node.module}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return {name for name in found if name.startswith("cds_service.")}
+
+
+def layer_of(module: str) -> int | None:
+    for level, prefixes in enumerate(PIPELINE):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return level
+    return None
+
+
+def test_the_pipeline_imports_point_down() -> None:
+    package = Path(cds_service.__file__).parent
+    up = set()
+    for path in package.rglob("*.py"):
+        module = ".".join(path.relative_to(package.parent).with_suffix("").parts).removesuffix(".__init__")
+        level = layer_of(module)
+        if level is None:
+            continue
+        for name in imports_of(path):
+            other = layer_of(name)
+            if (other is not None and other < level) or name.startswith(tuple(s + "." for s in SERVING)) or \
+                    name in SERVING:
+                up.add((module, name))
+    assert up == set()
+
+
+def test_the_audits_two_engines_do_not_import_each_other_both_ways() -> None:
+    package = Path(cds_service.__file__).parent / "audit"
+    assert "cds_service.audit.job" not in imports_of(package / "dask_path.py")
