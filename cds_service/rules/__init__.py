@@ -74,8 +74,8 @@ GROUPS: dict[str, frozenset[str]] = {
 
 
 def evaluate(visit: Visit, enabled: Collection[str]) -> Iterator[Finding]:
-    """Run every enabled rule (by id) on a prepared visit."""
-    if visit.injections and not visit.plan:
+    """Run every enabled rule (by id) on a visit, prepared first unless it is (service.evaluate prepares it once)."""
+    if not visit.prepared:
         visit = prepare(visit)
     for inj in visit.injections:
         for rule_id, rule in INJECTION_RULES.items():

@@ -245,6 +245,7 @@ class Visit(Struct, frozen=True):
     payer: PayerProfile | None = None
     policy: BillingPolicy = field(default_factory=BillingPolicy)
     plan: Mapping[str, PlannedLines] = field(default_factory=dict)  # by Injection.ref; see rules.prepare
+    prepared: bool = False  # rules.prepare has filled `plan` (which may be empty: nothing billable)
 
 
 class Finding(Struct, frozen=True):

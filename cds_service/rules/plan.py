@@ -32,7 +32,7 @@ ANTINEOPLASTIC = {
 
 def prepare(visit: Visit) -> Visit:
     """Return the visit with its billing plan filled in."""
-    return replace(visit, plan=plan(visit))
+    return replace(visit, plan=plan(visit), prepared=True)
 
 
 def billable(inj: Injection, visit: Visit) -> bool:
