@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/run.py            # full run, about 4-5 minutes on 2 cores
     .venv/bin/python benchmarks/run.py --quick    # smoke run, under a minute
+    .venv/bin/python benchmarks/run.py --pin      # the headline: one core for the servers, one for wrk (~3 min)
 
 Prints, for the typical encounter-discharge request and for long injection histories:
   1. in-process latency through the Flask test client, and the time per stage;
@@ -426,18 +427,25 @@ def status_kb(pid: int, field: str) -> int | None:
     return None
 
 
-def service_server(config: Path, port: int, log: Path) -> Server:
-    argv = [str(BIN / "cds-service"), "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "2"]
+def pinned_to(cpu: str | None) -> list[str]:
+    """The argv prefix that runs a program (and every process it forks) on these CPUs only (util-linux taskset)."""
+    return ["taskset", "-c", cpu] if cpu is not None else []
+
+
+def service_server(config: Path, port: int, log: Path, *, cpu: str | None = None) -> Server:
+    argv = [*pinned_to(cpu), str(BIN / "cds-service"), "serve", "--config", str(config), "--host", "127.0.0.1",
+            "--port", str(port), "--workers", "2"]
     return Server("cds-service", argv, port, log)
 
 
-def floor_server(port: int, log: Path) -> Server:
-    argv = [str(BIN / "gunicorn"), "--chdir", str(HERE), "--bind", f"127.0.0.1:{port}", "--workers", "2",
-            "--worker-class", "gthread", "--threads", str(THREADS), "--timeout", "30", "--graceful-timeout", "10",
+def floor_server(port: int, log: Path, *, worker_class: str = "gthread", cpu: str | None = None) -> Server:
+    """The floor app under gunicorn: gthread workers with the service's threads (its own setup), or sync ones."""
+    threads = ["--threads", str(THREADS)] if worker_class == "gthread" else []
+    argv = [*pinned_to(cpu), str(BIN / "gunicorn"), "--chdir", str(HERE), "--bind", f"127.0.0.1:{port}",
+            "--workers", "2", "--worker-class", worker_class, *threads, "--timeout", "30", "--graceful-timeout", "10",
             "--keep-alive", "5", "--error-logfile", "-", "--log-level", "warning", "--name", "cds-floor",
             "floor_app:app"]
-    return Server("floor", argv, port, log)
+    return Server("floor" if worker_class == "gthread" else f"floor-{worker_class}", argv, port, log)
 
 
 # ---------------------------------------------------------------- 2. HTTP with wrk
@@ -468,13 +476,14 @@ def duration(text: str) -> float:
     return float(m.group(1)) * UNITS[m.group(2)]
 
 
-def run_wrk(url: str, connections: int, seconds: float, bodies_file: Path, server: Server) -> WrkResult:
+def run_wrk(url: str, connections: int, seconds: float, bodies_file: Path, server: Server, *,
+            cpu: str | None = None, threads: int = 2) -> WrkResult:
     workers = server.workers()
     pids = [server.proc.pid, *workers]
     load = OtherLoad(lambda: process_cpu(pids) + children_cpu())
     before = [process_cpu([pid]) for pid in workers]
-    argv = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency",
-            "-s", str(HERE / "rotate.lua"), url, "--", str(bodies_file)]
+    argv = [*pinned_to(cpu), "wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s",
+            "--latency", "-s", str(HERE / "rotate.lua"), url, "--", str(bodies_file)]
     t0, cpu0 = time.perf_counter(), process_cpu(pids)
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60)
     other = load.percent()
@@ -510,12 +519,7 @@ def http(config: Path, work: Path, plan: Plan) -> dict[str, Any]:
         has_floor = False
         print(f"   the floor app needs orjson, which is not installed: {BIN / 'pip'} install orjson; "
               "measuring the service alone")
-    bodies_file = work / "bodies.jsonl"
-    with open(bodies_file, "wb") as fh:
-        for body in bodies(3, N_BODIES, seed=2024):
-            fh.write(body + b"\n")
-    sizes = [len(line) for line in bodies_file.read_bytes().splitlines()]
-    print(f"   bodies: {len(sizes)} in {bodies_file.name}, {kb(min(sizes))} to {kb(max(sizes))} each")
+    bodies_file = write_bodies(work)
 
     servers: dict[str, Server] = {}
     results: dict[tuple[str, int], list[WrkResult]] = {}
@@ -594,6 +598,92 @@ def http(config: Path, work: Path, plan: Plan) -> dict[str, Any]:
     return out
 
 
+def write_bodies(work: Path) -> Path:
+    """N_BODIES distinct typical requests, one per line, for rotate.lua."""
+    bodies_file = work / "bodies.jsonl"
+    with open(bodies_file, "wb") as fh:
+        for body in bodies(3, N_BODIES, seed=2024):
+            fh.write(body + b"\n")
+    sizes = [len(line) for line in bodies_file.read_bytes().splitlines()]
+    print(f"   bodies: {len(sizes)} in {bodies_file.name}, {kb(min(sizes))} to {kb(max(sizes))} each")
+    return bodies_file
+
+
+# ---------------------------------------------------------------- 2b. pinned: one core each (issue 22)
+
+SERVER_CPU, WRK_CPU = "0", "1"
+PIN_CONNECTIONS = 16
+
+
+@dataclass(frozen=True)
+class PinPlan:
+    rounds: int
+    seconds: float  # each app's turn in a round
+    warmup_seconds: float
+
+
+PIN_FULL = PinPlan(rounds=5, seconds=10, warmup_seconds=5)
+PIN_QUICK = PinPlan(rounds=2, seconds=3, warmup_seconds=2)
+
+
+def pinned(config: Path, work: Path, plan: PinPlan) -> dict[str, float]:
+    """The strict side-by-side: every server on core 0 (taskset; its workers inherit it), wrk on core 1 with
+    one thread, 16 connections, run.py's 200 distinct typical requests rotated. The service and both floors
+    (gunicorn sync workers, and gthread workers with the service's threads) take turns of `plan.seconds`,
+    round after round, so each round's three figures see about the same machine; a ratio is the median of
+    the rounds' req/s of the service over the floor's."""
+    print(f"\nPINNED (issue 22): servers on core {SERVER_CPU}, wrk -t1 on core {WRK_CPU}, {PIN_CONNECTIONS} "
+          f"connections, {plan.seconds:g} s turns, {plan.rounds} rounds; 2 gunicorn workers each")
+    if shutil.which("wrk") is None or shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
+        print(f"   skipped: needs wrk ({INSTALL_WRK}), taskset (util-linux) and two cores")
+        return {}
+    bodies_file = write_bodies(work)
+    servers = {
+        "project": service_server(config, free_port(), work / "pin-service.log", cpu=SERVER_CPU),
+        "floor-sync": floor_server(free_port(), work / "pin-floor-sync.log", worker_class="sync", cpu=SERVER_CPU),
+        "floor-gthread": floor_server(free_port(), work / "pin-floor-gthread.log", cpu=SERVER_CPU),
+    }
+    results: dict[str, list[WrkResult]] = {name: [] for name in servers}
+    try:
+        for srv in servers.values():
+            srv.wait_ready()
+        urls = {name: f"http://127.0.0.1:{srv.port}/cds-services/{payloads.SERVICE_ID}"
+                for name, srv in servers.items()}
+
+        def turn(name: str, seconds: float) -> WrkResult:
+            return run_wrk(urls[name], PIN_CONNECTIONS, seconds, bodies_file, servers[name], cpu=WRK_CPU, threads=1)
+
+        for name in servers:  # warm-up, not reported (bar errors)
+            if turn(name, plan.warmup_seconds).non2xx:
+                problem(f"pinned warm-up of {name}: non-2xx responses")
+        print(f"\n   {'round':<6}{'app':<15}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'requests':>10}{'non-2xx':>9}"
+              f"{'app CPU':>9}{'other CPU':>11}")
+        for rnd in range(1, plan.rounds + 1):
+            for name in servers:
+                r = turn(name, plan.seconds)
+                results[name].append(r)
+                print(f"   {rnd:<6}{name:<15}{r.rps:>9.0f}{ms(r.p50):>9}{ms(r.p99):>9}{r.requests:>10}{r.non2xx:>9}"
+                      f"{r.cores:>6.2f} c{r.other:>10.0f}%")
+                if r.non2xx or r.wrk_errors or r.socket_errors:
+                    problem(f"pinned {name}, round {rnd}: {r.non2xx} non-2xx, socket errors {r.socket_errors!r}")
+    finally:
+        for srv in servers.values():
+            srv.stop()
+    for name in servers:
+        scan_log(work / f"pin-{'service' if name == 'project' else name}.log", name)
+    project = results["project"]
+    out = {"p99": statistics.median(r.p99 for r in project), "p50": statistics.median(r.p50 for r in project),
+           "rps": statistics.median(r.rps for r in project)}
+    print(f"\n   Summary: the service's median {out['rps']:.0f} req/s, p50 {ms(out['p50'])} ms, "
+          f"p99 {ms(out['p99'])} ms")
+    for floor in ("floor-sync", "floor-gthread"):
+        ratios = sorted(p.rps / f.rps for p, f in zip(project, results[floor], strict=True))
+        out[floor] = statistics.median(ratios)
+        print(f"   x{floor:<14} {out[floor]:.3f}  (rounds {', '.join(f'{r:.3f}' for r in ratios)}; "
+              f"the floor's median {statistics.median(r.rps for r in results[floor]):.0f} req/s)")
+    return out
+
+
 def scan_log(path: Path, name: str) -> None:
     """Errors the server logged during the run: failed evaluation-log writes, tracebacks, worker restarts."""
     if not path.exists():
@@ -663,6 +753,8 @@ def machine_speed() -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short smoke run (figures are rough)")
+    parser.add_argument("--pin", action="store_true",
+                        help="only the strict side-by-side: servers on core 0, wrk on core 1 (the headline figure)")
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     started = time.perf_counter()
@@ -673,6 +765,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  machine speed: a fixed Python loop takes {speed_before * 1000:.0f} ms (lower is faster)")
         if args.quick:
             print("  --quick: short runs, rough figures")
+        if args.pin:
+            return pin_report(work, PIN_QUICK if args.quick else PIN_FULL, speed_before, started)
         inproc = in_process(write_config(work, "inproc"), plan)
         web = http(write_config(work, "http"), work, plan)
         cold = cold_start(work, plan)
@@ -699,6 +793,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Benchmark took {time.perf_counter() - started:.0f} s.")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def pin_report(work: Path, plan: PinPlan, speed_before: float, started: float) -> int:
+    figures = pinned(write_config(work, "pin"), work, plan)
+    print("\nTARGETS (issue 22; instructions per call: benchmarks/instructions.py)")
+    rows = [
+        ("throughput at 16 conns vs the sync floor", figures.get("floor-sync"), ">= 0.5x",
+         lambda v: f"{v:.3f}x", lambda v: v >= 0.5),
+        ("throughput at 16 conns vs the gthread floor", figures.get("floor-gthread"), ">= 0.5x",
+         lambda v: f"{v:.3f}x", lambda v: v >= 0.5),
+        ("p99 at 16 conns on one core", figures.get("p99"), "<= 30 ms", lambda v: f"{v * 1000:.1f} ms",
+         lambda v: v <= 0.030),
+    ]
+    for text, value, target, fmt, ok in rows:
+        verdict = "not measured" if value is None else ("met" if ok(value) else "MISSED")
+        print(f"   {text:<46}{'-' if value is None else fmt(value):>10}   target {target:<9} {verdict}")
+    print(f"\nMachine speed: the fixed Python loop took {speed_before * 1000:.0f} ms at the start and "
+          f"{machine_speed() * 1000:.0f} ms at the end (lower is faster).")
+    print(f"\nProblems seen: {len(problems)}" + "".join(f"\n   - {p}" for p in problems))
+    print(f"Benchmark took {time.perf_counter() - started:.0f} s.")
     return 0
 
 

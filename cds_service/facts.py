@@ -6,6 +6,7 @@ import datetime as dt
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Literal, cast
 
 import msgspec
@@ -181,7 +182,8 @@ def placed(times: Iterable[When], tz: dt.tzinfo | None) -> bool:
     """Every time can be placed in UTC and the encounter's time zone: FHIR allows 0001-01-01T00:00:00Z, which
     is before year 1 at -05:00, and 9999-12-31T23:59:59-14:00, which is after 9999 in UTC."""
     for when in times:
-        if isinstance(when, dt.datetime) and when.tzinfo is not None:
+        # Only years 1 and 9999 can leave the calendar by an offset (at most a day): no conversion for the rest.
+        if isinstance(when, dt.datetime) and when.tzinfo is not None and not 1 < when.year < 9999:
             try:
                 when.astimezone(dt.UTC)
                 if tz is not None:
@@ -304,14 +306,32 @@ def injected(resource: shapes.Ordered, dosage: shapes.AdministrationDosage | sha
     names = [concept_text(concept), *(c.display for c in codings(concept))]
     if med is not None:
         names += [concept_text(med.form), *(c.display for c in codings(med.form))]
-    text = " ".join(filter(None, names))
-    if not NOT_INJECTED_FORM.search(text) or INJECTED_FORM.search(text) or "vaccin" in text.lower():
+    if named_injected(" ".join(filter(None, names))):
         return True
     if any(c.system in CVX_SYSTEMS for c in codings(concept)):
         return True
     charted, _ = route_of(dosage.route if dosage else None, [dosage.text if dosage else None])
     return charted.is_injection or charted in (RouteClass.IV_PUSH, RouteClass.IV_INFUSION,
                                                RouteClass.INTRA_ARTERIAL)
+
+
+def named_injected(text: str) -> bool:
+    """The product's names and form do not say it is not injected (or say it is, or that it is a vaccine).
+
+    The regular expressions take some 7 µs a text, and the same few product names come back in every call and
+    in every administration of a history: remembered, they cost a 1,000-administration history 7 ms less
+    (of about 45). A long text is checked, not remembered, so the memo stays small."""
+    return _named_injected(text) if len(text) <= MEMO_TEXT else _names_say_injected(text)
+
+
+MEMO_TEXT = 300  # characters: longer texts are not remembered
+
+
+def _names_say_injected(text: str) -> bool:
+    return not NOT_INJECTED_FORM.search(text) or bool(INJECTED_FORM.search(text)) or "vaccin" in text.lower()
+
+
+_named_injected = lru_cache(maxsize=4096)(_names_say_injected)
 
 
 def drug_of(resource: shapes.Ordered, resources: Resources, formulary: Formulary, *, day: dt.date | None,
