@@ -13,7 +13,7 @@ from cds_service import console, reload, runtime
 from cds_service.cards import load_templates
 from cds_service.config import Settings
 from cds_service.store import FeedbackStore
-from cds_service.web import auth, cors, errors, headers, health, hooks, logs, metrics, reports
+from cds_service.web import auth, cors, errors, headers, health, hooks, lane, logs, metrics, reports
 
 GC_YOUNG_THRESHOLD = 20_000
 
@@ -46,6 +46,7 @@ def build_app(settings: Settings) -> Flask:
     auth.install(app)
     reload.install(app, templates)
     logs.configure()
+    lane.install(app)  # last: in front of everything above, ProxyFix included
     # What start-up built (validators, schemas, templates) lives as long as the process: keep it out of
     # the collector's scans. A request that makes many objects (a long history) runs about a third faster.
     gc.freeze()

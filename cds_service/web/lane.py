@@ -1,0 +1,152 @@
+"""The hook call's lane: POST /cds-services/{id} answered without Flask's and werkzeug's request and response
+objects, for the calls an EHR makes server to server.
+
+Flask and werkzeug cost a hook call about a sixth of its CPU (benchmarks/profile_http.py): the request and
+response objects, the request context, URL routing and the before- and after-request functions. A call that
+needs none of what they add goes down this lane, a WSGI function in front of the app that does what the app
+would do for it, in the same order, with the same parts: the configuration reload check, the JWT check
+(cds_service.trust), service.handle_hook, the metrics, the access log, the answer's JSON with the headers
+web.headers and web.cors give it, and the errors web.errors turns into OperationOutcomes.
+
+A call takes the lane when it is plainly one: POST, a path that is exactly /cds-services/{a service's id},
+no SCRIPT_NAME, a JSON Content-Type, a Content-Length within server.max_body_bytes, and no header that
+flask_cors reads (a browser's Origin, a preflight's). Anything else, and a call whose JWT is refused, goes
+to the app as it came (the lane reads no body before it has decided), and the app answers it as always,
+with its own trace of a refusal. tests/protocol/test_lane.py holds the lane's answers to the app's, header
+for header, over the scenarios and the errors."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import orjson
+from flask import Flask
+from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.wsgi import get_current_url
+
+from cds_service import metrics
+from cds_service.errors import CDSError, StoreUnavailable, Unauthorized
+from cds_service.jsontext import loads_plain
+from cds_service.runtime import Runtime
+from cds_service.service import Call
+from cds_service.web.cors import asks_cors
+from cds_service.web.errors import GENERIC_500, outcome_body
+from cds_service.web.hooks import access_log
+
+log = logging.getLogger("cds_service")
+
+PREFIX = "/cds-services/"
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+Headers = list[tuple[str, str]]
+
+
+class HookLane:
+    """WSGI: the lane for plain hook calls in front of `app`, which answers everything else."""
+
+    def __init__(self, app: WSGIApp, runtime_of: Callable[[], Runtime], before: Callable[[], None],
+                 tail_headers: Headers, default: Callable[[Any], Any], error_json: Callable[[Any], bytes]) -> None:
+        self.app = app
+        self.runtime_of = runtime_of  # the current Runtime (a reload replaces it)
+        self.before = before  # the app's configuration reload check
+        # What web.cors and web.headers add to an answer to a call that asks nothing of CORS, in their order.
+        self.tail_headers = tail_headers
+        self.default = default  # what the app's JSON provider writes for a type JSON has not (hooks.json_response)
+        self.error_json = error_json  # an OperationOutcome as jsonify writes it (web.errors)
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if environ.get("REQUEST_METHOD") != "POST" or not path.startswith(PREFIX) or environ.get("SCRIPT_NAME") \
+                or asks_cors(environ):
+            return self.app(environ, start_response)
+        self.before()
+        rt = self.runtime_of()
+        service = rt.services.get(path[len(PREFIX):])
+        length = content_length(environ)
+        if service is None or length is None or length > rt.settings.max_body_bytes or not json_type(environ):
+            return self.app(environ, start_response)
+        started = time.perf_counter()
+        if rt.verifier is not None and not self.trusted(rt, environ):
+            return self.app(environ, start_response)  # the app refuses it, and leaves its trace
+        call = Call(service.id, started)
+        status, body, extra = 500, b"", []
+        try:
+            raw = environ["wsgi.input"].read(length) if length else b""
+            if len(raw) < length:  # the client went away mid-body: werkzeug's ClientDisconnected, as the app says it
+                raise ShortBody()
+            depth = rt.settings.max_json_depth
+            outcome = rt.answer(call, lambda: loads_plain(raw, depth), service)
+            metrics.count_cards(outcome.response["cards"])
+            status, body = 200, orjson.dumps(outcome.response, default=self.default, option=orjson.OPT_NON_STR_KEYS)
+        except CDSError as exc:
+            status, body = exc.status, self.error_json(outcome_body(exc.status, exc.code, exc.message))
+            if isinstance(exc, StoreUnavailable):
+                extra.append(("Retry-After", str(exc.retry_after_seconds)))
+            if exc.status == 413:
+                extra.append(("Connection", "close"))
+        except ShortBody:
+            status, body = 400, self.error_json(outcome_body(400, "invalid", "Bad Request"))
+        except Exception as exc:  # as web.errors: a generic 500, the details only in the log
+            log.error("unexpected error", extra={"hook_instance": call.hook_instance,
+                                                 "error_type": type(exc).__name__})
+            status, body = 500, self.error_json(outcome_body(500, "exception", GENERIC_500))
+        finally:
+            access_log(call)
+            metrics.observe_request(service.id, "call", status, time.perf_counter() - started)
+        start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN').upper()}",
+                       [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *extra,
+                        *self.tail_headers])
+        return [body]
+
+    @staticmethod
+    def trusted(rt: Runtime, environ: dict[str, Any]) -> bool:
+        """The call's JWT verifies (and its jti is claimed); False sends the call to the app, which refuses it."""
+        assert rt.verifier is not None
+        scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return False
+        public_base_url = rt.settings.auth.public_base_url
+        audience = (public_base_url.rstrip("/") + environ["PATH_INFO"] if public_base_url
+                    else get_current_url(environ, strip_querystring=True))
+        try:
+            rt.verifier.verify(token.strip(), audience)
+        except Unauthorized:
+            return False
+        return True
+
+
+class ShortBody(Exception):
+    """Fewer bytes came than the Content-Length said."""
+
+
+def content_length(environ: Mapping[str, Any]) -> int | None:
+    """The Content-Length as a number, or None (none, or not digits: the app decides)."""
+    text = environ.get("CONTENT_LENGTH", "")
+    return int(text) if text.isdigit() and text.isascii() else None
+
+
+def json_type(environ: Mapping[str, Any]) -> bool:
+    """The body is JSON by its Content-Type, as web.body.is_json says of werkzeug's mimetype."""
+    mimetype = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
+    return bool(mimetype == "application/json" or mimetype.endswith("+json"))
+
+
+
+def install(app: Flask) -> None:
+    """Put the lane in front of the app's WSGI function. What the app's after-request functions add to an
+    answer to a plain call (web.cors, web.headers) is asked of them once, here, as web.cors does for itself."""
+    with app.test_request_context("/", method="POST"):
+        answer = app.process_response(app.response_class())
+    tail = [(name, value) for name, value in answer.headers if name not in ("Content-Type", "Content-Length")]
+    watcher = app.extensions.get("cds_watcher")
+    app.wsgi_app = HookLane(  # type: ignore[method-assign]
+        app.wsgi_app,
+        lambda: app.extensions["cds"],
+        watcher.maybe_reload if watcher is not None else (lambda: None),
+        tail,
+        app.json.default,  # type: ignore[attr-defined]
+        lambda outcome: app.json.response(outcome).get_data(),  # type: ignore[attr-defined]
+    )
