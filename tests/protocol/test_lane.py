@@ -121,7 +121,8 @@ def signed(aud: str, **claims: Any) -> str:
 def test_with_auth_a_good_token_takes_the_lane_and_a_bad_one_is_the_apps_401(make_config: Callable[..., Path]) -> None:
     jwk = json.loads(jwt.get_algorithm_by_name("ES384").to_jwk(KEY.public_key()))
     jwk.update(kid="k1", use="sig", alg="ES384")
-    app = create_app(str(make_config(auth={"required": True, "trusted_issuers": [{"iss": ISS, "jwks": {"keys": [jwk]}}]})))
+    issuer = {"iss": ISS, "jwks": {"keys": [jwk]}}
+    app = create_app(str(make_config(auth={"required": True, "trusted_issuers": [issuer]})))
     try:
         url, body = request_of(SCENARIOS[0])
         good, expected = both(app, url, body, headers={"Authorization": f"Bearer {signed('http://localhost' + url)}"})
