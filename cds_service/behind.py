@@ -101,14 +101,17 @@ class Behind(Generic[T]):
         elif self.idle or (len(q) >= self.batch_items and not self.wake.is_set()):
             self.wake.set()
 
-    def drain(self) -> None:
-        """Write what is queued now, in the caller's thread, after any batch the thread is writing."""
+    def drain(self) -> bool:
+        """Write what is queued now, in the caller's thread, after any batch the thread is writing; False when
+        the destination did not answer (what is left stays queued, before anything queued since)."""
         if self.pid != current_pid:
             self.forked()
         with self.lock:
             batch = self.take()
-            if batch:
-                self.write_batch(batch)
+            if batch and self.write_batch(batch):
+                self.queue.extendleft(reversed(batch))
+                return False
+        return True
 
     def flush(self, timeout: float, *, stop: bool = False) -> bool:
         """Wait until everything queued before the call is written (or dropped); False on timeout."""
@@ -117,8 +120,7 @@ class Behind(Generic[T]):
         marker = Flush(stop=stop, timeout=timeout)
         self.queue.append(marker)
         if not self.running and not self.start():
-            self.drain()
-            return True
+            return self.drain()  # no thread to be had: written here, or left queued (False)
         self.wake.set()
         return marker.done.wait(timeout)
 
@@ -143,11 +145,13 @@ class Behind(Generic[T]):
         with starting:
             if not self.running:
                 thread = threading.Thread(target=self.run, args=(self.queue,), name=self.name, daemon=True)
+                # Before the thread runs: it reads `thread` to tell itself from a drain, and may go idle at once.
+                self.running, self.idle, self.thread = True, False, thread
                 try:
                     thread.start()
                 except RuntimeError:  # at interpreter exit, or none to be had
+                    self.running, self.thread = False, None
                     return False
-                self.running, self.idle, self.thread = True, False, thread
         return True
 
     def run(self, q: deque[T | Flush]) -> None:
@@ -176,7 +180,8 @@ class Behind(Generic[T]):
                     self.wake.wait()
                 self.idle = False
                 if self.linger:
-                    last_write = time.monotonic()  # the first item waits the interval for the others
+                    self.wake.clear()  # the put that woke it: the first item waits the interval for the others
+                    last_write = time.monotonic()
                 continue
             with self.lock:
                 batch = self.take()

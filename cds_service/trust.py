@@ -178,7 +178,7 @@ class JwtVerifier:
         """Return the verified claims, or raise Unauthorized."""
         try:
             return self._verify(token, audience)
-        except (jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
+        except (jwt.PyJWTError, ValueError, KeyError, TypeError, OverflowError) as exc:  # exp=1e20: Overflow
             raise Unauthorized(reason=f"token not valid: {type(exc).__name__}") from None
 
     def _verify(self, token: str, audience: str) -> dict[str, Any]:

@@ -18,6 +18,10 @@ from cds_service.web.current import current_request
 
 log = logging.getLogger("cds_service.auth")
 
+# The WSGI environ key under which web.lane says why it refused a call's JWT (no client can set a key without
+# the HTTP_ prefix), so that the app refuses it without checking the signature a second time.
+REFUSED = "cds_service.jwt_refused"
+
 
 def require_bearer(token: str) -> None:
     """The request must carry `Authorization: Bearer <token>` (the reports' and the metrics' own tokens, not a
@@ -59,6 +63,9 @@ def install(app: Flask) -> None:
         public_base_url = rt.settings.auth.public_base_url
         started = time.perf_counter()
         try:
+            reason = req.environ.get(REFUSED)  # the hook lane has checked this token already
+            if reason is not None:
+                raise Unauthorized(reason=reason)
             rt.verifier.verify(bearer_token(req), audience_of(req, public_base_url))
         except Unauthorized as exc:
             refused(rt, req, exc.reason, started)

@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from flask import Flask
 from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wsgi import get_current_url
 
 from cds_service import metrics
@@ -32,6 +33,7 @@ from cds_service.errors import CDSError, StoreUnavailable, Unauthorized
 from cds_service.jsontext import loads_plain
 from cds_service.runtime import Runtime
 from cds_service.service import Call
+from cds_service.web.auth import REFUSED
 from cds_service.web.cors import asks_cors
 from cds_service.web.errors import GENERIC_500, outcome_body
 from cds_service.web.hooks import access_log
@@ -48,10 +50,12 @@ class HookLane:
     """WSGI: the lane for plain hook calls in front of `app`, which answers everything else."""
 
     def __init__(self, app: WSGIApp, runtime_of: Callable[[], Runtime], before: Callable[[], None],
-                 tail_headers: Headers, default: Callable[[Any], Any], error_json: Callable[[Any], bytes]) -> None:
+                 tail_headers: Headers, default: Callable[[Any], Any], error_json: Callable[[Any], bytes],
+                 max_body: Callable[[], int | None]) -> None:
         self.app = app
         self.runtime_of = runtime_of  # the current Runtime (a reload replaces it)
         self.before = before  # the app's configuration reload check
+        self.max_body = max_body  # the app's MAX_CONTENT_LENGTH, which werkzeug holds a body to
         # What web.cors and web.headers add to an answer to a call that asks nothing of CORS, in their order.
         self.tail_headers = tail_headers
         self.default = default  # what the app's JSON provider writes for a type JSON has not (hooks.json_response)
@@ -62,23 +66,34 @@ class HookLane:
         if environ.get("REQUEST_METHOD") != "POST" or not path.startswith(PREFIX) or environ.get("SCRIPT_NAME") \
                 or asks_cors(environ):
             return self.app(environ, start_response)
-        self.before()
-        rt = self.runtime_of()
-        service = rt.services.get(path[len(PREFIX):])
-        length = content_length(environ)
-        if service is None or length is None or length > rt.settings.max_body_bytes or not json_type(environ):
-            return self.app(environ, start_response)
         started = time.perf_counter()
-        if rt.verifier is not None and not self.trusted(rt, environ):
-            return self.app(environ, start_response)  # the app refuses it, and leaves its trace
+        try:
+            self.before()
+            rt = self.runtime_of()
+            service = rt.services.get(path[len(PREFIX):])
+            length = content_length(environ)
+            limit = self.max_body()
+            if service is None or length is None or (limit is not None and length > limit) or not json_type(environ):
+                return self.app(environ, start_response)
+            if rt.verifier is not None:
+                refusal = self.refusal(rt, environ)
+                if refusal is not None:  # the app answers the 401 and leaves its trace, without checking again
+                    environ[REFUSED] = refusal
+                    return self.app(environ, start_response)
+        except Exception:  # noqa: BLE001 - nothing is read or claimed yet: the app answers it as it always does
+            return self.app(environ, start_response)
         call = Call(service.id, started)
         status, body, extra = 500, b"", []
         try:
-            raw = environ["wsgi.input"].read(length) if length else b""
-            if len(raw) < length:  # the client went away mid-body: werkzeug's ClientDisconnected, as the app says it
-                raise ShortBody()
-            depth = rt.settings.max_json_depth
-            outcome = rt.answer(call, lambda: loads_plain(raw, depth), service)
+            depth, stream = rt.settings.max_json_depth, environ["wsgi.input"]
+
+            def read() -> tuple[Any, bool]:
+                raw = stream.read(length) if length else b""
+                if len(raw) < length:  # the client went away mid-body (werkzeug's ClientDisconnected)
+                    raise ClientGone("Bad Request")
+                return loads_plain(raw, depth)
+
+            outcome = rt.answer(call, read, service)
             metrics.count_cards(outcome.response["cards"])
             status, body = 200, orjson.dumps(outcome.response, default=self.default, option=orjson.OPT_NON_STR_KEYS)
         except CDSError as exc:
@@ -87,8 +102,6 @@ class HookLane:
                 extra.append(("Retry-After", str(exc.retry_after_seconds)))
             if exc.status == 413:
                 extra.append(("Connection", "close"))
-        except ShortBody:
-            status, body = 400, self.error_json(outcome_body(400, "invalid", "Bad Request"))
         except Exception as exc:  # as web.errors: a generic 500, the details only in the log
             log.error("unexpected error", extra={"hook_instance": call.hook_instance,
                                                  "error_type": type(exc).__name__})
@@ -102,30 +115,33 @@ class HookLane:
         return [body]
 
     @staticmethod
-    def trusted(rt: Runtime, environ: dict[str, Any]) -> bool:
-        """The call's JWT verifies (and its jti is claimed); False sends the call to the app, which refuses it."""
+    def refusal(rt: Runtime, environ: dict[str, Any]) -> str | None:
+        """None when the call's JWT verifies (its jti is then claimed), else why not (web.auth's reasons)."""
         assert rt.verifier is not None
         scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return False
+            return "no bearer token"
         public_base_url = rt.settings.auth.public_base_url
         audience = (public_base_url.rstrip("/") + environ["PATH_INFO"] if public_base_url
                     else get_current_url(environ, strip_querystring=True))
         try:
             rt.verifier.verify(token.strip(), audience)
-        except Unauthorized:
-            return False
-        return True
+        except Unauthorized as exc:
+            return exc.reason
+        return None
 
 
-class ShortBody(Exception):
-    """Fewer bytes came than the Content-Length said."""
+class ClientGone(CDSError):
+    """Fewer bytes came than the Content-Length said: a 400, worded as the app words werkzeug's."""
+
+    status = 400
+    code = "invalid"
 
 
 def content_length(environ: Mapping[str, Any]) -> int | None:
-    """The Content-Length as a number, or None (none, or not digits: the app decides)."""
+    """The Content-Length as a number, or None (none, not digits, or too many of them: the app decides)."""
     text = environ.get("CONTENT_LENGTH", "")
-    return int(text) if text.isdigit() and text.isascii() else None
+    return int(text) if text.isdigit() and text.isascii() and len(text) < 20 else None
 
 
 def json_type(environ: Mapping[str, Any]) -> bool:
@@ -142,11 +158,19 @@ def install(app: Flask) -> None:
         answer = app.process_response(app.response_class())
     tail = [(name, value) for name, value in answer.headers if name not in ("Content-Type", "Content-Length")]
     watcher = app.extensions.get("cds_watcher")
-    app.wsgi_app = HookLane(  # type: ignore[method-assign]
-        app.wsgi_app,
+    outer = app.wsgi_app
+    # Behind ProxyFix, as the app: the URL a JWT's aud is checked against is the one the client called.
+    proxy = outer if isinstance(outer, ProxyFix) else None
+    lane = HookLane(
+        proxy.app if proxy is not None else outer,
         lambda: app.extensions["cds"],
         watcher.maybe_reload if watcher is not None else (lambda: None),
         tail,
         app.json.default,  # type: ignore[attr-defined]
         lambda outcome: app.json.response(outcome).get_data(),  # type: ignore[attr-defined]
+        lambda: app.config["MAX_CONTENT_LENGTH"],
     )
+    if proxy is not None:
+        proxy.app = lane
+    else:
+        app.wsgi_app = lane  # type: ignore[method-assign]

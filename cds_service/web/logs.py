@@ -140,8 +140,11 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def queue(self, line: str, level: int) -> None:
         """Queue one formatted line, of this level; written at once from WARNING up or at max_pending."""
         writer = self.writer
+        if self.closed:  # every line at once, and no thread started again
+            writer.write([line + self.terminator])
+            return
         writer.put(line + self.terminator)
-        if level >= logging.WARNING or len(writer.queue) >= self.max_pending or self.closed:
+        if level >= logging.WARNING or len(writer.queue) >= self.max_pending:
             writer.drain()
 
     def flush(self) -> None:

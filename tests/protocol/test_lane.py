@@ -119,10 +119,7 @@ def signed(aud: str, **claims: Any) -> str:
 
 
 def test_with_auth_a_good_token_takes_the_lane_and_a_bad_one_is_the_apps_401(make_config: Callable[..., Path]) -> None:
-    jwk = json.loads(jwt.get_algorithm_by_name("ES384").to_jwk(KEY.public_key()))
-    jwk.update(kid="k1", use="sig", alg="ES384")
-    issuer = {"iss": ISS, "jwks": {"keys": [jwk]}}
-    app = create_app(str(make_config(auth={"required": True, "trusted_issuers": [issuer]})))
+    app = jwk_app(make_config)
     try:
         url, body = request_of(SCENARIOS[0])
         good, expected = both(app, url, body, headers={"Authorization": f"Bearer {signed('http://localhost' + url)}"})
@@ -141,3 +138,45 @@ def test_a_body_cut_short_is_the_apps_400(app: Flask) -> None:
     url, body = request_of(SCENARIOS[0])
     lane, flask_path = both(app, url, body, environ_overrides={"CONTENT_LENGTH": str(len(body) + 10)})
     assert lane == flask_path and lane[0] == "400 BAD REQUEST"
+
+
+def jwk_app(make_config: Callable[..., Path], **more: Any) -> Flask:
+    jwk = json.loads(jwt.get_algorithm_by_name("ES384").to_jwk(KEY.public_key()))
+    jwk.update(kid="k1", use="sig", alg="ES384")
+    issuer = {"iss": ISS, "jwks": {"keys": [jwk]}}
+    return create_app(str(make_config(auth={"required": True, "trusted_issuers": [issuer]}, **more)))
+
+
+def test_behind_a_proxy_the_aud_is_the_url_the_client_called(make_config: Callable[..., Path]) -> None:
+    """With server.trusted_proxies, X-Forwarded-Proto makes the URL called https: the lane sits behind ProxyFix."""
+    app = jwk_app(make_config, server={"trusted_proxies": 1})
+    try:
+        url, body = request_of(SCENARIOS[0])
+        forwarded = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.9"}
+        https, http = signed("https://localhost" + url), signed("http://localhost" + url)
+        assert answer(app.wsgi_app, url, body, headers={**forwarded, "Authorization": f"Bearer {https}"})[0] == "200 OK"
+        inner = answer(app.wsgi_app, url, body, headers={**forwarded, "Authorization": f"Bearer {http}"})
+        assert inner[0] == "401 UNAUTHORIZED"
+    finally:
+        app.extensions["cds"].store.dispose()
+
+
+def test_a_refused_token_is_checked_once_and_an_absurd_exp_is_a_401(make_config: Callable[..., Path]) -> None:
+    app = jwk_app(make_config)
+    try:
+        verifier = app.extensions["cds"].verifier
+        checks = []
+        verify = verifier.verify
+
+        def counted(token: str, audience: str) -> Any:
+            checks.append(audience)
+            return verify(token, audience)
+
+        verifier.verify = counted
+        url, body = request_of(SCENARIOS[0])
+        for token in (signed("http://localhost/elsewhere"), signed("http://localhost" + url, exp=1e20)):
+            checks.clear()
+            status = answer(app.wsgi_app, url, body, headers={"Authorization": f"Bearer {token}"})[0]
+            assert status == "401 UNAUTHORIZED" and len(checks) == 1
+    finally:
+        app.extensions["cds"].store.dispose()

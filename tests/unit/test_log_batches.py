@@ -242,3 +242,42 @@ def test_a_hook_calls_access_line_takes_the_short_path(client: FlaskClient) -> N
     [line] = [json.loads(x) for x in stream.getvalue().splitlines() if '"event":"hook"' in x]
     assert line["logger"] == "cds_service.requests" and line["level"] == "info" and line["status"] == 200
     assert line["hookInstance"] == request["hookInstance"] and line["rules"] == ["admin-96372", "drug-waste-modifier"]
+
+
+def test_after_a_quiet_spell_the_first_line_still_waits_for_the_next() -> None:
+    stream = CountingStream()
+    handler = BatchedStreamHandler(stream, interval=0.3)
+    log = logger_with(handler, "linger")
+    log.info(Event({"event": "first"}))
+    assert wait_for(lambda: len(lines(stream)) == 1) and wait_for(lambda: handler.writer.idle)
+    log.info(Event({"event": "after-quiet"}))
+    time.sleep(0.05)
+    log.info(Event({"event": "soon-after"}))
+    assert wait_for(lambda: len(lines(stream)) == 3)
+    assert stream.writes == 2  # the two lines after the quiet spell went out together
+
+
+def test_a_closed_handler_starts_no_thread_again() -> None:
+    stream = CountingStream()
+    handler = BatchedStreamHandler(stream, interval=60)
+    log = logger_with(handler, "closed-again")
+    log.info(Event({"event": "before"}))
+    handler.close()
+    log.info(Event({"event": "after"}))
+    assert [line["event"] for line in lines(stream)] == ["before", "after"]
+    assert handler.writer.thread is None and not handler.writer.running
+
+
+def test_a_drain_that_cannot_write_keeps_what_it_could_not() -> None:
+    from cds_service.behind import Behind
+
+    class Down(Behind[str]):
+        def write(self, batch: list[str]) -> bool:
+            return True  # the destination does not answer
+
+    down = Down(60, batch_items=10, max_queued=10)
+    down.start = lambda: False  # type: ignore[method-assign]  # no thread to be had, as at interpreter exit
+    down.put("a")
+    down.put("b")
+    assert not down.flush(1.0)
+    assert [item for item in down.queue if isinstance(item, str)] == ["a", "b"]
