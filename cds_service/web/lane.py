@@ -82,7 +82,7 @@ class HookLane:
                     return self.app(environ, start_response)
         except Exception:  # noqa: BLE001 - nothing is read or claimed yet: the app answers it as it always does
             return self.app(environ, start_response)
-        call = Call(service.id, started)
+        call = Call(service.id)  # timed from here, as the view times it (after the JWT check)
         status, body, extra = 500, b"", []
         try:
             depth, stream = rt.settings.max_json_depth, environ["wsgi.input"]
