@@ -8,6 +8,7 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, Request
@@ -36,13 +37,20 @@ def require_bearer(token: str) -> None:
 
 def audience_of(req: Request, public_base_url: str) -> str:
     """The URL that was called: the configured public base plus the path, else the request's own URL."""
-    if public_base_url:
-        return public_base_url.rstrip("/") + req.path
-    return req.base_url
+    return audience(public_base_url, req.path, lambda: req.base_url)
+
+
+def audience(public_base_url: str, path: str, own_url: Callable[[], str]) -> str:
+    """The configured public base plus the path, else the URL the request itself names (here and in web.lane)."""
+    return public_base_url.rstrip("/") + path if public_base_url else own_url()
 
 
 def bearer_token(req: Request) -> str:
-    header = req.headers.get("Authorization", "")
+    return bearer_of(req.headers.get("Authorization", ""))
+
+
+def bearer_of(header: str) -> str:
+    """The token of an `Authorization: Bearer <token>` header; Unauthorized without one."""
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized(reason="no bearer token")

@@ -16,7 +16,11 @@ DRAIN_CHUNKS = 16  # up to 1 MiB
 
 
 def is_json(request: Request) -> bool:
-    mimetype = request.mimetype or ""
+    return json_mimetype(request.mimetype or "")
+
+
+def json_mimetype(mimetype: str) -> bool:
+    """application/json or a +json type (a mimetype: lower case, without parameters)."""
     return mimetype == "application/json" or mimetype.endswith("+json")
 
 

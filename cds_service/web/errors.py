@@ -45,14 +45,22 @@ def operation_outcome(status: int, code: str, text: str) -> Response:
     return response
 
 
+def error_headers(exc: CDSError) -> list[tuple[str, str]]:
+    """The headers a CDSError's answer carries beside its OperationOutcome (here and in web.lane)."""
+    headers = []
+    if isinstance(exc, StoreUnavailable):
+        headers.append(("Retry-After", str(exc.retry_after_seconds)))
+    if exc.status == 413:
+        headers.append(("Connection", "close"))  # the unread rest of the body must not become a request
+    return headers
+
+
 def register(app: Flask) -> None:
     @app.errorhandler(CDSError)
     def cds_error(exc: CDSError) -> Response:
         response = operation_outcome(exc.status, exc.code, exc.message)
-        if isinstance(exc, StoreUnavailable):
-            response.headers["Retry-After"] = str(exc.retry_after_seconds)
-        if exc.status == 413:
-            response.headers["Connection"] = "close"  # the unread rest of the body must not become a request
+        for name, value in error_headers(exc):
+            response.headers[name] = value
         return response
 
     @app.errorhandler(HTTPException)

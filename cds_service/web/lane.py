@@ -22,21 +22,21 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import orjson
 from flask import Flask
 from werkzeug.http import HTTP_STATUS_CODES
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wsgi import get_current_url
 
 from cds_service import metrics
-from cds_service.errors import CDSError, StoreUnavailable, Unauthorized
+from cds_service.errors import CDSError, Unauthorized
 from cds_service.jsontext import loads_plain
 from cds_service.runtime import Runtime
 from cds_service.service import Call
-from cds_service.web.auth import REFUSED
+from cds_service.web.auth import REFUSED, audience, bearer_of
+from cds_service.web.body import json_mimetype
 from cds_service.web.cors import asks_cors
-from cds_service.web.errors import GENERIC_500, outcome_body
-from cds_service.web.hooks import access_log
+from cds_service.web.errors import GENERIC_500, error_headers, outcome_body
+from cds_service.web.hooks import access_log, json_bytes
 
 log = logging.getLogger("cds_service")
 
@@ -95,13 +95,10 @@ class HookLane:
 
             outcome = rt.answer(call, read, service)
             metrics.count_cards(outcome.response["cards"])
-            status, body = 200, orjson.dumps(outcome.response, default=self.default, option=orjson.OPT_NON_STR_KEYS)
+            status, body = 200, json_bytes(outcome.response, self.default)
         except CDSError as exc:
             status, body = exc.status, self.error_json(outcome_body(exc.status, exc.code, exc.message))
-            if isinstance(exc, StoreUnavailable):
-                extra.append(("Retry-After", str(exc.retry_after_seconds)))
-            if exc.status == 413:
-                extra.append(("Connection", "close"))
+            extra = error_headers(exc)
         except Exception as exc:  # as web.errors: a generic 500, the details only in the log
             log.error("unexpected error", extra={"hook_instance": call.hook_instance,
                                                  "error_type": type(exc).__name__})
@@ -118,14 +115,10 @@ class HookLane:
     def refusal(rt: Runtime, environ: dict[str, Any]) -> str | None:
         """None when the call's JWT verifies (its jti is then claimed), else why not (web.auth's reasons)."""
         assert rt.verifier is not None
-        scheme, _, token = environ.get("HTTP_AUTHORIZATION", "").partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return "no bearer token"
-        public_base_url = rt.settings.auth.public_base_url
-        audience = (public_base_url.rstrip("/") + environ["PATH_INFO"] if public_base_url
-                    else get_current_url(environ, strip_querystring=True))
         try:
-            rt.verifier.verify(token.strip(), audience)
+            rt.verifier.verify(bearer_of(environ.get("HTTP_AUTHORIZATION", "")), audience(
+                rt.settings.auth.public_base_url, environ["PATH_INFO"],
+                lambda: get_current_url(environ, strip_querystring=True)))
         except Unauthorized as exc:
             return exc.reason
         return None
@@ -146,8 +139,7 @@ def content_length(environ: Mapping[str, Any]) -> int | None:
 
 def json_type(environ: Mapping[str, Any]) -> bool:
     """The body is JSON by its Content-Type, as web.body.is_json says of werkzeug's mimetype."""
-    mimetype = environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower()
-    return bool(mimetype == "application/json" or mimetype.endswith("+json"))
+    return json_mimetype(environ.get("CONTENT_TYPE", "").split(";", 1)[0].strip().lower())
 
 
 
