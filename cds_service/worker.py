@@ -36,6 +36,7 @@ import collections
 import errno
 import json
 import logging
+import os
 import selectors
 import socket
 import time
@@ -53,8 +54,10 @@ from gunicorn.http.errors import (
     ParseException,
     UnsupportedTransferCoding,
 )
+from gunicorn.http.wsgi import WSGIErrorsWrapper
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
+from cds_service import direct
 from cds_service.arrival import Reading, plainly_whole, refusal
 
 log = logging.getLogger("cds_service.worker")
@@ -145,6 +148,16 @@ class RequestReadingWorker(ThreadWorker):  # type: ignore[misc]
         from cds_service import metrics
 
         self.metrics = metrics
+        cfg = self.cfg
+        # The direct path (cds_service.direct) builds gunicorn's environ for plain HTTP with this worker's
+        # settings; with TLS, the PROXY protocol, an access log, a SCRIPT_NAME or a hook of gunicorn's that
+        # reads the request, every request takes gunicorn's own path.
+        self.direct_ok = not (cfg.is_ssl or cfg.proxy_protocol not in ("off", False, None)
+                              or os.environ.get("SCRIPT_NAME")
+                              or cfg.accesslog or cfg.logconfig or cfg.logconfig_dict or cfg.syslog
+                              or cfg.pre_request is not cfg.settings["pre_request"].default
+                              or cfg.post_request is not cfg.settings["post_request"].default)
+        self.direct_base = direct.base_environ(WSGIErrorsWrapper(cfg), cfg.workers > 1)
         super().init_process()
 
     # Connections arrive. A thread takes a connection once bytes are there and reads what the socket holds, without
@@ -292,13 +305,69 @@ class RequestReadingWorker(ThreadWorker):  # type: ignore[misc]
         request, conn.request = conn.request, b""
         conn.init()  # gunicorn's makes the socket blocking
         conn.sock.setblocking(False)
-        conn.parser.unreader.unread(request)
+        head = self.plain_head(conn, request)
         sock, outbox = conn.sock, Outbox(conn.sock)
         conn.sock = outbox
         try:
+            if head is not None:
+                return self.direct(conn, head, request[head.body_start:])
+            conn.parser.unreader.unread(request)
             return super().handle(conn)
         finally:
             conn.sock, conn.unsent = sock, outbox.unsent
+
+    def plain_head(self, conn: Conn, request: bytes) -> direct.Head | None:
+        """The head of a request the direct path can serve, or None (gunicorn's path serves it)."""
+        if not self.direct_ok or not isinstance(conn.client, tuple) or not isinstance(conn.server, tuple) \
+                or conn.is_http2:
+            return None
+        cfg = self.cfg
+        return direct.read_head(request, cfg.limit_request_line, cfg.limit_request_fields,
+                                cfg.limit_request_field_size)
+
+    def direct(self, conn: Conn, head: direct.Head, body: bytes) -> bool:
+        """Serve a plain request as gunicorn's handle and handle_request do (cds_service.direct): the request
+        count, keep-alive limits, the pre_request and post_request hooks and the error answers are theirs."""
+        answer = direct.Answer(head, conn.sock, self.cfg)
+        environ: dict[str, Any] = {}
+        try:
+            self.cfg.pre_request(self, head)
+            environ = direct.environ(head, body, self.direct_base, conn.sock, conn.client, conn.server, answer)
+            self.nr += 1
+            if self.nr >= self.max_requests:
+                if self.alive:
+                    self.log.info("Autorestarting worker after current request.")
+                    self.alive = False
+                answer.force_close()
+            if not self.alive or not self.cfg.keepalive or len(self.keepalived_conns) >= self.max_keepalived:
+                answer.force_close()
+            respiter = self.wsgi(environ, answer.start_response)
+            try:
+                if isinstance(respiter, environ["wsgi.file_wrapper"]):
+                    answer.write_file(respiter)
+                else:
+                    for item in respiter:
+                        answer.write(item)
+                answer.close()
+            finally:
+                if hasattr(respiter, "close"):
+                    respiter.close()
+            return not answer.should_close()
+        except OSError as exc:  # the client went away: as gunicorn's handle, quietly unless unexpected
+            if exc.errno not in (errno.EPIPE, errno.ECONNRESET, errno.ENOTCONN):
+                self.log.exception("Socket error processing request.")
+            return False
+        except Exception as exc:
+            if answer.headers_sent:  # too late for an error answer: the connection ends
+                self.log.exception("Error handling request")
+                return False
+            self.handle_error(head, conn.sock, conn.client, exc)
+            return False
+        finally:
+            try:
+                self.cfg.post_request(self, head, environ, answer)
+            except Exception:
+                self.log.exception("Exception in post_request hook")
 
     def _keepalive_after(self, conn: Conn, keepalive: bool) -> bool:
         """The answer is sent: whatever gunicorn finds wrong past it now ends the connection, not a second answer."""

@@ -1,0 +1,170 @@
+"""A plain hook call served by the worker's thread without gunicorn's request parser and environ builder.
+
+A request reaches a thread whole, as bytes (cds_service.worker). gunicorn's path then parses those bytes a
+second time in Python (its Parser and Request, about 6% of a hook call's CPU under load), builds the WSGI
+environ, and writes the head with a date it formats anew for every answer (about 2% more; profile in
+docs/benchmarks.md). For the plainest requests this module does the same three steps with less work:
+
+- `read_head` takes a request only when gunicorn would read it, and read it the same: a POST to a path of
+  plain characters (no query, no percent escape), HTTP/1.1, each header once, by a name in PLAIN_HEADERS, with
+  a value of visible ASCII, spaces and tabs, a Connection header (if any) of keep-alive or close, within
+  gunicorn's limits for the request line and the header fields. Anything else (None) goes to gunicorn, as
+  before. Every header gunicorn reads for itself is out: the forwarded and scheme headers it trusts from some
+  peers, a name with an underscore (header_map), Upgrade, Expect, Transfer-Encoding.
+- `environ` is the environ gunicorn's wsgi.create builds for such a request, key for key
+  (tests/unit/test_direct.py holds the two to each other).
+- `Answer` is gunicorn's own Response (status and header checks, framing, keep-alive), with the Date header
+  formatted once a second rather than once an answer.
+
+The worker (cds_service.worker.RequestReadingWorker.direct) keeps gunicorn's per-request bookkeeping around it:
+the request count and max_requests, keep-alive limits, pre_request and post_request, and its error answers.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+from dataclasses import dataclass
+from email.utils import formatdate
+from typing import Any
+
+from gunicorn import SERVER_SOFTWARE
+from gunicorn.http.wsgi import FileWrapper, Response, _make_early_hints_callback
+
+# The request headers a plain call may carry (lower case); any other sends the request to gunicorn's path.
+PLAIN_HEADERS = frozenset({
+    "host", "content-type", "content-length", "accept", "accept-encoding", "accept-language", "authorization",
+    "user-agent", "connection", "cache-control", "pragma", "origin", "referer", "x-request-id", "traceparent",
+    "tracestate",
+})
+REQUEST_LINE = re.compile(rb"POST (/[A-Za-z0-9._~!$&'()*+,;=:@/-]*) HTTP/1\.1")
+# A header field: a name of letters, digits and hyphens; a value of visible ASCII with inner spaces and tabs.
+HEADER_FIELD = re.compile(rb"([A-Za-z0-9-]+):[ \t]*((?:[\x21-\x7e](?:[ \t\x21-\x7e]*[\x21-\x7e])?)?)[ \t]*")
+
+
+@dataclass(frozen=True)
+class Head:
+    """A plain request's head: what gunicorn's Request would say of it."""
+
+    path: str
+    headers: tuple[tuple[str, str], ...]  # (NAME in upper case, value), as gunicorn keeps them
+    close: bool  # the client asked to close after the answer (Connection: close)
+    body_start: int  # where the body starts in the request's bytes
+
+    # What gunicorn's Response asks of its request.
+    method = "POST"
+    version = (1, 1)
+    uri = property(lambda self: self.path)
+
+    def should_close(self) -> bool:
+        return self.close
+
+
+def read_head(request: bytes, limit_line: int, limit_fields: int, limit_field_size: int) -> Head | None:
+    """The head of a request that arrived whole, when it is plain (see the module's text); else None."""
+    end = request.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    lines = request[:end].split(b"\r\n")
+    first = REQUEST_LINE.fullmatch(lines[0])
+    if first is None or (limit_line and len(lines[0]) > limit_line) or len(lines) - 1 > limit_fields:
+        return None
+    headers = []
+    seen = set()
+    close = False
+    for line in lines[1:]:
+        field = HEADER_FIELD.fullmatch(line)
+        if field is None or (limit_field_size and len(line) + 2 > limit_field_size):  # gunicorn counts the CRLF
+            return None
+        name = field.group(1).decode("ascii").lower()
+        if name not in PLAIN_HEADERS or name in seen:
+            return None
+        seen.add(name)
+        value = field.group(2).decode("ascii")
+        if name == "connection":
+            if value.lower() not in ("keep-alive", "close"):
+                return None
+            close = value.lower() == "close"
+        headers.append((name.upper(), value))
+    return Head(first.group(1).decode("ascii"), tuple(headers), close, end + 4)
+
+
+def environ(head: Head, body: bytes, base: dict[str, Any], sock: Any, client: Any, server: Any,
+            answer: Answer) -> dict[str, Any]:
+    """What gunicorn's wsgi.create gives a threaded worker's app for this request (`base` holds the keys that
+    are the same for every request: base_environ)."""
+    env = dict(base)
+    env.update({
+        "wsgi.input": io.BytesIO(body),
+        "gunicorn.socket": sock,
+        "REQUEST_METHOD": "POST",
+        "QUERY_STRING": "",
+        "RAW_URI": head.path,
+        "SERVER_PROTOCOL": "HTTP/1.1",
+    })
+    for name, value in head.headers:
+        if name == "CONTENT-TYPE":
+            env["CONTENT_TYPE"] = value
+        elif name == "CONTENT-LENGTH":
+            env["CONTENT_LENGTH"] = value
+        else:
+            env["HTTP_" + name.replace("-", "_")] = value
+    env["wsgi.url_scheme"] = "http"
+    env["REMOTE_ADDR"] = client[0]
+    env["REMOTE_PORT"] = str(client[1])
+    env["SERVER_NAME"] = server[0]
+    env["SERVER_PORT"] = str(server[1])
+    env["PATH_INFO"] = head.path
+    env["SCRIPT_NAME"] = ""
+    env["wsgi.early_hints"] = _make_early_hints_callback(head, sock, answer)
+    return env
+
+
+def base_environ(errors: Any, multiprocess: bool) -> dict[str, Any]:
+    """gunicorn's base_environ for a threaded worker (wsgi.multithread set, as gthread sets it), with one
+    wsgi.errors for the worker (gunicorn makes one per request from the same log handlers)."""
+    return {
+        "wsgi.errors": errors,
+        "wsgi.version": (1, 0),
+        "wsgi.multithread": True,
+        "wsgi.multiprocess": multiprocess,
+        "wsgi.run_once": False,
+        "wsgi.file_wrapper": FileWrapper,
+        "wsgi.input_terminated": True,
+        "SERVER_SOFTWARE": SERVER_SOFTWARE,
+    }
+
+
+class Answer(Response):  # type: ignore[misc]
+    """gunicorn's Response, with the Date header's text made once a second (email.utils.formatdate costs 1.7% of
+    a hook call under load; a Date names a second)."""
+
+    def default_headers(self) -> list[str]:
+        """gunicorn's Response.default_headers, but for the date's text."""
+        if self.upgrade:
+            connection = "upgrade"
+        elif self.should_close():
+            connection = "close"
+        else:
+            connection = "keep-alive"
+        major, minor = self.req.version
+        headers = [f"HTTP/{major}.{minor} {self.status}\r\n", f"Server: {self.version}\r\n",
+                   f"Date: {http_date()}\r\n", f"Connection: {connection}\r\n"]
+        if self.chunked:
+            headers.append("Transfer-Encoding: chunked\r\n")
+        return headers
+
+
+_dates: tuple[int, str] = (0, "")
+
+
+def http_date() -> str:
+    """gunicorn's util.http_date() for now, formatted once per second."""
+    global _dates  # noqa: PLW0603 - a (second, text) pair swapped whole: a thread reads the old or the new one
+    now = int(time.time())
+    second, text = _dates
+    if second != now:
+        text = formatdate(now, localtime=False, usegmt=True)
+        _dates = (now, text)
+    return text
