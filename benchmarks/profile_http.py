@@ -41,7 +41,8 @@ PARTS = [
     ("service glue (web/, runtime, service)",  # the call's own steps, and freeing its objects as they end
      ("cds_service/web/", "cds_service/runtime.py", "cds_service/service.py", "cds_service/reload.py")),
     ("Flask and werkzeug", ("flask/", "werkzeug/", "flask_cors")),
-    ("gunicorn (HTTP, sockets)", ("gunicorn/",)),
+    ("serving (gunicorn, worker, direct path)", ("gunicorn/", "cds_service/worker.py", "cds_service/direct.py",
+                                                 "cds_service/arrival.py", "concurrent/futures")),
 ]
 
 
