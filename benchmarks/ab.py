@@ -1,6 +1,6 @@
 """Compare two versions of the service over HTTP, alternating them, to measure a change of a few percent.
 
-    .venv/bin/python benchmarks/ab.py REV_A [REV_B] [--rounds 16] [--seconds 4] [--connections 16]
+    .venv/bin/python benchmarks/ab.py REV_A [REV_B] [--rounds 16] [--seconds 4] [--connections 16] [--pin]
 
 REV_A and REV_B are git revisions (REV_B defaults to the working tree as it is, uncommitted changes
 included). Each is checked out in a temporary git worktree (the working tree is used in place) and served
@@ -50,7 +50,7 @@ def remove(trees: dict[str, Path]) -> None:
             subprocess.run(["git", "-C", str(run.ROOT), "worktree", "remove", "--force", str(tree)], check=False)
 
 
-def serve(name: str, tree: Path, work: Path) -> run.Server:
+def serve(name: str, tree: Path, work: Path, cpu: str | None = None) -> run.Server:
     """`cds-service serve` with the code of `tree` (first on the module path), on run.py's configuration of that
     tree (a change may change the configuration's schema)."""
     config = run.write_config(work, name, tree)
@@ -58,7 +58,7 @@ def serve(name: str, tree: Path, work: Path) -> run.Server:
     code = ("import sys, cds_service; print('cds_service from', cds_service.__file__, file=sys.stderr); "
             "from cds_service.cli import main; sys.exit(main())")
     # -P: the working directory (the main tree) is not put before PYTHONPATH on the module path
-    argv = [str(run.BIN / "python"), "-P", "-c", code, "serve", "--config", str(config), "--host", "127.0.0.1",
+    argv = [*run.pinned_to(cpu), str(run.BIN / "python"), "-P", "-c", code, "serve", "--config", str(config), "--host", "127.0.0.1",
             "--port", str(port), "--workers", "2"]
     env = {**os.environ, "PYTHONPATH": str(tree)}  # the child's cds_service is this tree's, not the installed one
     return run.Server(name, argv, port, work / f"{name}.log", env=env)
@@ -71,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=16)
     parser.add_argument("--seconds", type=int, default=4)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--pin", action="store_true",
+                        help="as run.py --pin: both servers on core 0, wrk with one thread on core 1")
     args = parser.parse_args(argv)
+    server_cpu, wrk_cpu, threads = (run.SERVER_CPU, run.WRK_CPU, 1) if args.pin else (None, None, 2)
 
     work = Path(tempfile.mkdtemp(prefix="cds-ab-"))
     bodies_file = work / "bodies.jsonl"
@@ -84,16 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     servers: dict[str, run.Server] = {}
     try:
         for name, tree in trees.items():
-            servers[name] = serve(name, tree, work)
+            servers[name] = serve(name, tree, work, server_cpu)
         for server in servers.values():
             server.wait_ready()
         urls = {n: f"http://127.0.0.1:{s.port}/cds-services/{payloads.SERVICE_ID}" for n, s in servers.items()}
         for name, url in urls.items():  # warm-up
-            run.run_wrk(url, args.connections, 2, bodies_file, servers[name])
+            run.run_wrk(url, args.connections, 2, bodies_file, servers[name], cpu=wrk_cpu, threads=threads)
         per_core: dict[str, list[float]] = {"A": [], "B": []}
         for rnd in range(args.rounds):
             for name in ("A", "B") if rnd % 2 == 0 else ("B", "A"):
-                r = run.run_wrk(urls[name], args.connections, args.seconds, bodies_file, servers[name])
+                r = run.run_wrk(urls[name], args.connections, args.seconds, bodies_file, servers[name], cpu=wrk_cpu,
+                                threads=threads)
                 per_core[name].append(r.rps / max(r.cores, 0.01))
                 print(f"   round {rnd + 1:>2} {name}: {r.rps:7.0f} req/s, {r.cores:.2f} cores, workers {r.split}, "
                       f"non-2xx {r.non2xx}", flush=True)
