@@ -58,8 +58,8 @@ def serve(name: str, tree: Path, work: Path, cpu: str | None = None) -> run.Serv
     code = ("import sys, cds_service; print('cds_service from', cds_service.__file__, file=sys.stderr); "
             "from cds_service.cli import main; sys.exit(main())")
     # -P: the working directory (the main tree) is not put before PYTHONPATH on the module path
-    argv = [*run.pinned_to(cpu), str(run.BIN / "python"), "-P", "-c", code, "serve", "--config", str(config), "--host", "127.0.0.1",
-            "--port", str(port), "--workers", "2"]
+    argv = [*run.pinned_to(cpu), str(run.BIN / "python"), "-P", "-c", code, "serve", "--config", str(config),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "2"]
     env = {**os.environ, "PYTHONPATH": str(tree)}  # the child's cds_service is this tree's, not the installed one
     return run.Server(name, argv, port, work / f"{name}.log", env=env)
 

@@ -25,37 +25,43 @@ from __future__ import annotations
 import io
 import re
 import time
-from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Any
 
 from gunicorn import SERVER_SOFTWARE
 from gunicorn.http.wsgi import FileWrapper, Response, _make_early_hints_callback
 
-# The request headers a plain call may carry (lower case); any other sends the request to gunicorn's path.
-PLAIN_HEADERS = frozenset({
+# The request headers a plain call may carry (lower case), and the name gunicorn gives each; any other sends the
+# request to gunicorn's path.
+PLAIN_HEADERS = {name.encode(): name.upper() for name in (
     "host", "content-type", "content-length", "accept", "accept-encoding", "accept-language", "authorization",
     "user-agent", "connection", "cache-control", "pragma", "origin", "referer", "x-request-id", "traceparent",
     "tracestate",
-})
-REQUEST_LINE = re.compile(rb"POST (/[A-Za-z0-9._~!$&'()*+,;=:@/-]*) HTTP/1\.1")
-# A header field: a name of letters, digits and hyphens; a value of visible ASCII with inner spaces and tabs.
-HEADER_FIELD = re.compile(rb"([A-Za-z0-9-]+):[ \t]*((?:[\x21-\x7e](?:[ \t\x21-\x7e]*[\x21-\x7e])?)?)[ \t]*")
+)}
+# The head whole: the request line, header fields of a name of letters, digits and hyphens and a value of visible
+# ASCII with inner spaces and tabs, and the empty line. (No field value holds a CR, so it ends at the first.)
+FIELD = rb"\r\n[A-Za-z0-9-]+:[ \t]*(?:[\x21-\x7e](?:[ \t\x21-\x7e]*[\x21-\x7e])?)?[ \t]*"
+HEAD = re.compile(rb"POST (/[A-Za-z0-9._~!$&'()*+,;=:@/-]*) HTTP/1\.1((?:" + FIELD + rb")*)\r\n\r\n")
+FIELDS = re.compile(rb"\r\n([A-Za-z0-9-]+):[ \t]*((?:[\x21-\x7e](?:[ \t\x21-\x7e]*[\x21-\x7e])?)?)[ \t]*")
 
 
-@dataclass(frozen=True)
 class Head:
     """A plain request's head: what gunicorn's Request would say of it."""
 
-    path: str
-    headers: tuple[tuple[str, str], ...]  # (NAME in upper case, value), as gunicorn keeps them
-    close: bool  # the client asked to close after the answer (Connection: close)
-    body_start: int  # where the body starts in the request's bytes
-
+    __slots__ = ("path", "headers", "close", "body_start")
     # What gunicorn's Response asks of its request.
     method = "POST"
     version = (1, 1)
-    uri = property(lambda self: self.path)
+
+    def __init__(self, path: str, headers: list[tuple[str, str]], close: bool, body_start: int) -> None:
+        self.path = path
+        self.headers = headers  # (NAME in upper case, value), as gunicorn keeps them
+        self.close = close  # the client asked to close after the answer (Connection: close)
+        self.body_start = body_start  # where the body starts in the request's bytes
+
+    @property
+    def uri(self) -> str:
+        return self.path
 
     def should_close(self) -> bool:
         return self.close
@@ -63,31 +69,27 @@ class Head:
 
 def read_head(request: bytes, limit_line: int, limit_fields: int, limit_field_size: int) -> Head | None:
     """The head of a request that arrived whole, when it is plain (see the module's text); else None."""
-    end = request.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    lines = request[:end].split(b"\r\n")
-    first = REQUEST_LINE.fullmatch(lines[0])
-    if first is None or (limit_line and len(lines[0]) > limit_line) or len(lines) - 1 > limit_fields:
+    head = HEAD.match(request)
+    if head is None or (limit_line and head.start(2) > limit_line):
         return None
     headers = []
-    seen = set()
     close = False
-    for line in lines[1:]:
-        field = HEADER_FIELD.fullmatch(line)
-        if field is None or (limit_field_size and len(line) + 2 > limit_field_size):  # gunicorn counts the CRLF
+    for field in FIELDS.finditer(request, head.start(2), head.end(2)):
+        if limit_field_size and field.end() - field.start() > limit_field_size:  # gunicorn counts the CRLF
             return None
-        name = field.group(1).decode("ascii").lower()
-        if name not in PLAIN_HEADERS or name in seen:
+        name = PLAIN_HEADERS.get(field.group(1).lower())
+        if name is None:
             return None
-        seen.add(name)
         value = field.group(2).decode("ascii")
-        if name == "connection":
-            if value.lower() not in ("keep-alive", "close"):
+        if name == "CONNECTION":
+            lowered = value.lower()
+            if lowered not in ("keep-alive", "close"):
                 return None
-            close = value.lower() == "close"
-        headers.append((name.upper(), value))
-    return Head(first.group(1).decode("ascii"), tuple(headers), close, end + 4)
+            close = lowered == "close"
+        headers.append((name, value))
+    if len(headers) > limit_fields or len({name for name, _value in headers}) < len(headers):
+        return None  # more fields than gunicorn takes, or one given twice
+    return Head(head.group(1).decode("ascii"), headers, close, head.end())
 
 
 def environ(head: Head, body: bytes, base: dict[str, Any], sock: Any, client: Any, server: Any,
