@@ -444,6 +444,7 @@ def floor_server(port: int, log: Path, *, worker_class: str = "gthread", cpu: st
     argv = [*pinned_to(cpu), str(BIN / "gunicorn"), "--chdir", str(HERE), "--bind", f"127.0.0.1:{port}",
             "--workers", "2", "--worker-class", worker_class, *threads, "--timeout", "30", "--graceful-timeout", "10",
             "--keep-alive", "5", "--error-logfile", "-", "--log-level", "warning", "--name", "cds-floor",
+            "--no-control-socket",  # as the service (server.py): floors run side by side would share one path
             "floor_app:app"]
     return Server("floor" if worker_class == "gthread" else f"floor-{worker_class}", argv, port, log)
 

@@ -303,8 +303,9 @@ class RequestReadingWorker(ThreadWorker):  # type: ignore[misc]
                 return GATHER
             conn.request, conn.ahead = first[:verdict[1]], first[verdict[1]:]
         request, conn.request = conn.request, b""
-        conn.init()  # gunicorn's makes the socket blocking
-        conn.sock.setblocking(False)
+        if not conn.initialized:  # once per connection: each of these calls lets go of the interpreter lock
+            conn.init()  # gunicorn's makes the socket blocking; it stays non-blocking from here on
+            conn.sock.setblocking(False)
         head = self.plain_head(conn, request)
         sock, outbox = conn.sock, Outbox(conn.sock)
         conn.sock = outbox
