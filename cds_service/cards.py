@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import hashlib
 import re
 import uuid
@@ -188,7 +189,7 @@ class CardTemplate:
     override_reasons: tuple[Mapping[str, str], ...]
     links: tuple[Mapping[str, str], ...]
 
-    @property
+    @functools.cached_property
     def names(self) -> frozenset[str]:
         """The variables its texts read: CardRenderer.variables works out those only."""
         suggestion = self.suggestion.names if self.suggestion is not None else frozenset()
