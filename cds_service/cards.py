@@ -167,10 +167,11 @@ class Text:
     names a global of Jinja's (range, dict, namespace ...) is rendered by Template.render as usual."""
 
     def __init__(self, env: SandboxedEnvironment, source: str) -> None:
-        self.template = compiled(env, source)
-        tree = env.parse(source)
+        tree = env.parse(source)  # read once: what it reads, then compiled from the tree (which compiling changes)
         self.names = frozenset(meta.find_undeclared_variables(tree))  # the variables it reads (Jinja's globals not)
-        self.shared = not {node.name for node in tree.find_all(nodes.Name)} & set(self.template.globals)
+        named = {node.name for node in tree.find_all(nodes.Name)}
+        self.template = compiled(env, tree)
+        self.shared = not named & set(self.template.globals)
         self.concat = env.concat  # type: ignore[attr-defined]  # "".join, as Template.render joins
 
     def render(self, variables: dict[str, Any]) -> str:
@@ -214,7 +215,7 @@ def load_templates(directory: Path = CARDS_DIR) -> dict[str, CardTemplate]:
     return out
 
 
-def compiled(env: SandboxedEnvironment, source: str) -> Template:
+def compiled(env: SandboxedEnvironment, source: str | nodes.Template) -> Template:
     """A template whose globals (Jinja's defaults) are one plain dict rather than a ChainMap over the
     environment's: every Template.render copies them into its context, and a dict copies at C speed."""
     template = env.from_string(source)

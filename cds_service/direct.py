@@ -28,8 +28,8 @@ import time
 from email.utils import formatdate
 from typing import Any
 
-from gunicorn import SERVER_SOFTWARE
-from gunicorn.http.wsgi import FileWrapper, Response, _make_early_hints_callback
+from gunicorn.http import wsgi
+from gunicorn.http.wsgi import Response, _make_early_hints_callback
 
 # The request headers a plain call may carry (lower case), and the name gunicorn gives each; any other sends the
 # request to gunicorn's path.
@@ -58,10 +58,6 @@ class Head:
         self.headers = headers  # (NAME in upper case, value), as gunicorn keeps them
         self.close = close  # the client asked to close after the answer (Connection: close)
         self.body_start = body_start  # where the body starts in the request's bytes
-
-    @property
-    def uri(self) -> str:
-        return self.path
 
     def should_close(self) -> bool:
         return self.close
@@ -123,19 +119,10 @@ def environ(head: Head, body: bytes, base: dict[str, Any], sock: Any, client: An
     return env
 
 
-def base_environ(errors: Any, multiprocess: bool) -> dict[str, Any]:
-    """gunicorn's base_environ for a threaded worker (wsgi.multithread set, as gthread sets it), with one
-    wsgi.errors for the worker (gunicorn makes one per request from the same log handlers)."""
-    return {
-        "wsgi.errors": errors,
-        "wsgi.version": (1, 0),
-        "wsgi.multithread": True,
-        "wsgi.multiprocess": multiprocess,
-        "wsgi.run_once": False,
-        "wsgi.file_wrapper": FileWrapper,
-        "wsgi.input_terminated": True,
-        "SERVER_SOFTWARE": SERVER_SOFTWARE,
-    }
+def base_environ(cfg: Any) -> dict[str, Any]:
+    """gunicorn's base_environ, as its threaded worker has it (wsgi.multithread set), made once for the worker:
+    gunicorn makes one per request, with a wsgi.errors on the same log handlers."""
+    return {**wsgi.base_environ(cfg), "wsgi.multithread": True}
 
 
 class Answer(Response):  # type: ignore[misc]

@@ -54,7 +54,6 @@ from gunicorn.http.errors import (
     ParseException,
     UnsupportedTransferCoding,
 )
-from gunicorn.http.wsgi import WSGIErrorsWrapper
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
 from cds_service import direct
@@ -157,7 +156,7 @@ class RequestReadingWorker(ThreadWorker):  # type: ignore[misc]
                               or cfg.accesslog or cfg.logconfig or cfg.logconfig_dict or cfg.syslog
                               or cfg.pre_request is not cfg.settings["pre_request"].default
                               or cfg.post_request is not cfg.settings["post_request"].default)
-        self.direct_base = direct.base_environ(WSGIErrorsWrapper(cfg), cfg.workers > 1)
+        self.direct_base = direct.base_environ(cfg)
         super().init_process()
 
     # Connections arrive. A thread takes a connection once bytes are there and reads what the socket holds, without

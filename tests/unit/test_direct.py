@@ -69,7 +69,7 @@ def direct_environ(raw: bytes, cfg: Config) -> dict[str, Any]:
     head = read_head(raw, cfg)
     assert head is not None
     sock = Socket()
-    base = direct.base_environ(wsgi.WSGIErrorsWrapper(cfg), cfg.workers > 1)
+    base = direct.base_environ(cfg)
     return direct.environ(head, raw[head.body_start:], base, sock, CLIENT, SERVER, direct.Answer(head, sock, cfg))
 
 
