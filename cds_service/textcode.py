@@ -120,6 +120,8 @@ class Writer:
 
     def expr(self, node: nodes.Node, scope: dict[str, str]) -> str:
         if isinstance(node, nodes.Name) and node.ctx == "load":
+            if node.name not in scope:  # a name only an assignment or a block would declare
+                raise Unsupported(node.name)
             return scope[node.name]
         if isinstance(node, nodes.Const) and isinstance(node.value, CONSTANTS):
             return repr(node.value)
