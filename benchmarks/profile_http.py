@@ -32,7 +32,7 @@ PARTS = [
     ("FHIR validation", ("cds_service/fhir/parse.py", "cds_service/fhir/fast.py", "pydantic", "fhir_core")),
     ("facts", ("cds_service/facts.py",)),
     ("rules and billing plan", ("cds_service/rules/",)),
-    ("cards (Jinja templates)", ("cds_service/cards.py", "jinja2")),
+    ("cards (text, variables, actions)", ("cds_service/cards.py", "cds_service/textcode.py", "jinja2")),
     ("store (write-behind)", ("cds_service/store.py", "sqlalchemy")),
     ("request check (JSON Schema)", ("cds_service/protocol.py", "jsonschema", "referencing")),
     ("JSON body (orjson, nesting)", ("cds_service/jsontext.py", "cds_service/web/body.py")),
