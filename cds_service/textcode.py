@@ -14,6 +14,7 @@ generated variables."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -123,7 +124,8 @@ class Writer:
             if node.name not in scope:  # a name only an assignment or a block would declare
                 raise Unsupported(node.name)
             return scope[node.name]
-        if isinstance(node, nodes.Const) and isinstance(node.value, CONSTANTS):
+        if isinstance(node, nodes.Const) and isinstance(node.value, CONSTANTS) \
+                and not (isinstance(node.value, float) and not math.isfinite(node.value)):  # repr(inf) is no literal
             return repr(node.value)
         if isinstance(node, nodes.Getattr) and node.ctx == "load":
             return f"ga({self.expr(node.node, scope)}, {node.attr!r})"

@@ -102,6 +102,7 @@ def test_generated_variables_give_jinja_text_or_jinja_error(name: str, text: Tex
     "{{ range(3) | list }}",  # a global of Jinja's
     "{{ xs[0] }}",  # an item
     "{{ a ~ b }}",  # concatenation
+    "{{ 1e999 }}{{ a }}",  # a number Python writes as no literal (inf)
 ])
 def test_what_is_not_written_here_is_left_to_jinja(source: str) -> None:
     text = Text(PLAIN, source)
