@@ -173,11 +173,19 @@ class Text:
     def __init__(self, env: SandboxedEnvironment, source: str) -> None:
         tree = env.parse(source)  # read once: what it reads, then compiled from the tree (which compiling changes)
         self.names = frozenset(meta.find_undeclared_variables(tree))  # the variables it reads (Jinja's globals not)
-        named = {node.name for node in tree.find_all(nodes.Name)}
+        self.shared = not {node.name for node in tree.find_all(nodes.Name)} & set(env.globals)
         self.code = render_function(env, tree)
-        self.template = compiled(env, tree)
-        self.shared = not named & set(self.template.globals)
+        # Jinja's compile of a text that has `code` is only ever asked for to compare the two: made then.
+        self._template = compiled(env, tree) if self.code is None else None
+        self._env, self._source = env, source
         self.concat = env.concat  # type: ignore[attr-defined]  # "".join, as Template.render joins
+
+    @property
+    def template(self) -> Template:
+        """Jinja's compiled template of the text."""
+        if self._template is None:
+            self._template = compiled(self._env, self._source)
+        return self._template
 
     def render(self, variables: dict[str, Any]) -> str:
         if self.code is not None:

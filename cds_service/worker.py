@@ -470,7 +470,7 @@ class RequestReadingWorker(ThreadWorker):  # type: ignore[misc]
         self.refuse(conn, 408, "slow")
 
     def murder_pending(self) -> None:
-        """gunicorn's loop calls this about once a second, and while it stops: requests too slow to arrive are
+        """gunicorn's loop calls this after each round of events, and while it stops: requests too slow to arrive are
         answered 408 (once the worker stops, those still arriving after 2 s), new connections that sent nothing
         are closed, lingering closes that outstayed LINGER_SECONDS are closed."""
         super().murder_pending()
