@@ -203,14 +203,17 @@ def read(
     if draft_orders:
         sources.append((DRAFT_ORDERS, draft_orders))
     for where, value in sources:
-        if value.get("resourceType") == "Bundle" and not isinstance(value.get("entry") or [], list):
-            out.invalid.append(InvalidResource(where, "Bundle", None, ("entry: Input should be a valid list",)))
-            continue
-        if value.get("resourceType") == "Bundle" and not value.get("type"):
-            out.repaired.append(InvalidResource(where, "Bundle", value.get("id") if isinstance(value.get("id"), str)
-                                                else None, ("type: missing; read as a collection of its entries",)))
+        if value.get("resourceType") == "Bundle":
+            if not isinstance(value.get("entry") or [], list):
+                out.invalid.append(InvalidResource(where, "Bundle", None, ("entry: Input should be a valid list",)))
+                continue
+            if not value.get("type"):
+                out.repaired.append(InvalidResource(
+                    where, "Bundle", value.get("id") if isinstance(value.get("id"), str) else None,
+                    ("type: missing; read as a collection of its entries",)))
+        plain_here = where in plain
         for full_url, data in entries(value):
-            resource = validate(where, data, out, history=is_history(data, encounter_id), plain=where in plain)
+            resource = validate(where, data, out, history=is_history(data, encounter_id), plain=plain_here)
             if resource is not None:
                 add(out, resource, full_url, where)
                 if resource.get_resource_type() == "ChargeItem" and resource.id:
@@ -240,12 +243,13 @@ def ref_key(reference: str | None) -> str | None:
 
 def add(out: Resources, resource: Any, full_url: str | None, where: str) -> None:
     """File a validated resource under its type, once per type and id."""
+    rtype = resource.get_resource_type()
     if resource.id is not None and where != "encounter":
-        key = (resource.get_resource_type(), resource.id)
+        key = (rtype, resource.id)
         if key in out.seen:
             return
         out.seen.add(key)
-    match resource.get_resource_type():
+    match rtype:
         case "Encounter":
             if out.encounter is None or where == "encounter":
                 out.encounter = resource

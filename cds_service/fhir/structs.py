@@ -206,7 +206,7 @@ def always_matches(pattern: str) -> bool:
     return re.fullmatch(pattern, "") is not None and re.search(r"[\^$]|\\[AZbB1-9]|\(\?", pattern) is None
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # two variants only, each one object: hashed by identity, in C
 class Variant:
     """A family of generated Structs: its class names start with `prefix`.
 
