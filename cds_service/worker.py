@@ -105,8 +105,8 @@ class Outbox:
 
     Writes are held until the thread is done with the request (`flush`) or HELD_BYTES are waiting: gunicorn
     writes an answer's head and its body apart, and each send is a TCP segment that the kernel carries to the
-    client on this core (about 3% of a hook call's CPU on one core, benchmarks/ab.py). A larger answer leaves
-    as it is written."""
+    client on this worker's core (one send less per call: about 1% of a hook call's CPU on one core,
+    benchmarks/ab.py). A larger answer leaves as it is written."""
 
     HELD_BYTES = 64 * 1024
 
