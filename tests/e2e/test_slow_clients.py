@@ -386,3 +386,24 @@ def test_at_its_connection_limit_a_worker_closes_idle_connections_to_take_new_on
                 pass
         assert closed >= 400 - 2 * 100  # the oldest: closed unanswered
     assert "Too many open files" not in server.stderr()
+
+
+def test_workers_tell_the_arbiter_they_are_alive_within_a_short_timeout(fresh_server: Callable[..., Server]) -> None:
+    """The worker tells the arbiter it is alive at most once a second, or a quarter of its timeout when that is
+    less: with a 2 s timeout, the arbiter kills no worker over idle spells and busy ones."""
+    from tests.e2e.test_metrics_serve import workers_of
+
+    server = fresh_server({"server": {"timeout_seconds": 2}})
+    before = workers_of(server)
+    assert len(before) == 2
+    body = hook_body()
+    with new_session() as http:
+        for _ in range(3):
+            time.sleep(2.5)  # longer than the timeout: a worker that kept silent would be killed meanwhile
+            started = time.monotonic()
+            while time.monotonic() - started < 1.5:
+                response = http.post(server.url(PATH), data=body, headers={"Content-Type": "application/json"},
+                                     timeout=10)
+                assert response.status_code == 200
+    assert workers_of(server) == before
+    assert "WORKER TIMEOUT" not in server.stderr()
