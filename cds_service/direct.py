@@ -129,6 +129,14 @@ class Answer(Response):  # type: ignore[misc]
     """gunicorn's Response, with the Date header's text made once a second (email.utils.formatdate costs 1.7% of
     a hook call under load; a Date names a second)."""
 
+    def is_chunked(self) -> bool:
+        """gunicorn's Response.is_chunked, without its first step, which asks gunicorn's settings for the protocol
+        (uwsgi answers are never chunked) through Config.__getattr__ on every answer: the direct path serves the
+        HTTP protocol only (RequestReadingWorker.direct_ok)."""
+        if self.response_length is not None or self.req.version <= (1, 0) or self._omits_body:
+            return False
+        return True
+
     def default_headers(self) -> list[str]:
         """gunicorn's Response.default_headers, but for the date's text."""
         if self.upgrade:

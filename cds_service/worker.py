@@ -161,6 +161,7 @@ class RequestReadingWorker(ThreadWorker):  # type: ignore[misc]
         self.warned = -SLOW_WARNING_SECONDS
         self.stopping = False
         self.next_notify = 0.0
+        self.next_parent_check = 0.0
 
     def init_process(self) -> None:
         settings = self.app.settings
@@ -171,14 +172,21 @@ class RequestReadingWorker(ThreadWorker):  # type: ignore[misc]
         self.metrics = metrics
         cfg = self.cfg
         # The direct path (cds_service.direct) builds gunicorn's environ for plain HTTP with this worker's
-        # settings; with TLS, the PROXY protocol, an access log, a SCRIPT_NAME or a hook of gunicorn's that
+        # settings; with TLS, the PROXY protocol, uwsgi, an access log, a SCRIPT_NAME or a hook of gunicorn's that
         # reads the request, every request takes gunicorn's own path.
         self.direct_ok = not (cfg.is_ssl or cfg.proxy_protocol not in ("off", False, None)
+                              or getattr(cfg, "protocol", "http") != "http"
                               or os.environ.get("SCRIPT_NAME")
                               or cfg.accesslog or cfg.logconfig or cfg.logconfig_dict or cfg.syslog
                               or cfg.pre_request is not cfg.settings["pre_request"].default
                               or cfg.post_request is not cfg.settings["post_request"].default)
         self.direct_base = direct.base_environ(cfg)
+        # What the direct path reads of gunicorn's settings for every request, read once: each read of cfg is a
+        # lookup through gunicorn's Setting objects (about 1% of a hook call's CPU, profile_http.py). A worker's
+        # settings do not change while it lives (a reload starts new workers).
+        self.head_limits = (cfg.limit_request_line, cfg.limit_request_fields, cfg.limit_request_field_size)
+        self.keepalive_on = bool(cfg.keepalive)
+        self.request_hooks = (cfg.pre_request, cfg.post_request)
         super().init_process()
 
     # Connections arrive. A thread takes a connection once bytes are there and reads what the socket holds, without
@@ -350,17 +358,16 @@ class RequestReadingWorker(ThreadWorker):  # type: ignore[misc]
         if not self.direct_ok or not isinstance(conn.client, tuple) or not isinstance(conn.server, tuple) \
                 or conn.is_http2:
             return None
-        cfg = self.cfg
-        return direct.read_head(request, cfg.limit_request_line, cfg.limit_request_fields,
-                                cfg.limit_request_field_size)
+        return direct.read_head(request, *self.head_limits)
 
     def direct(self, conn: Conn, head: direct.Head, body: bytes) -> bool:
         """Serve a plain request as gunicorn's handle and handle_request do (cds_service.direct): the request
         count, keep-alive limits, the pre_request and post_request hooks and the error answers are theirs."""
         answer = direct.Answer(head, conn.sock, self.cfg)
         environ: dict[str, Any] = {}
+        pre_request, post_request = self.request_hooks
         try:
-            self.cfg.pre_request(self, head)
+            pre_request(self, head)
             environ = direct.environ(head, body, self.direct_base, conn.sock, conn.client, conn.server, answer)
             self.nr += 1
             if self.nr >= self.max_requests:
@@ -368,7 +375,7 @@ class RequestReadingWorker(ThreadWorker):  # type: ignore[misc]
                     self.log.info("Autorestarting worker after current request.")
                     self.alive = False
                 answer.force_close()
-            if not self.alive or not self.cfg.keepalive or len(self.keepalived_conns) >= self.max_keepalived:
+            if not self.alive or not self.keepalive_on or len(self.keepalived_conns) >= self.max_keepalived:
                 answer.force_close()
             respiter = self.wsgi(environ, answer.start_response)
             try:
@@ -394,7 +401,7 @@ class RequestReadingWorker(ThreadWorker):  # type: ignore[misc]
             return False
         finally:
             try:
-                self.cfg.post_request(self, head, environ, answer)
+                post_request(self, head, environ, answer)
             except Exception:
                 self.log.exception("Exception in post_request hook")
 
@@ -506,6 +513,15 @@ class RequestReadingWorker(ThreadWorker):  # type: ignore[misc]
         if now >= self.next_notify:
             self.next_notify = now + min(NOTIFY_SECONDS, self.timeout / 4)
             super().notify()
+
+    def is_parent_alive(self) -> bool:
+        """gunicorn's loop asks, on every round of events, whether the arbiter still lives (getppid, a system
+        call): once a second, as notify, is soon enough for a worker left behind to stop."""
+        now = time.monotonic()
+        if now < self.next_parent_check:
+            return True
+        self.next_parent_check = now + NOTIFY_SECONDS
+        return bool(super().is_parent_alive())
 
     def murder_pending(self) -> None:
         """gunicorn's loop calls this after each round of events, and while it stops: requests too slow to arrive are

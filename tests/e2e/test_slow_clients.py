@@ -9,6 +9,7 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -407,3 +408,26 @@ def test_workers_tell_the_arbiter_they_are_alive_within_a_short_timeout(fresh_se
                 assert response.status_code == 200
     assert workers_of(server) == before
     assert "WORKER TIMEOUT" not in server.stderr()
+
+
+def test_workers_left_behind_by_a_killed_arbiter_stop_within_seconds(fresh_server: Callable[..., Server]) -> None:
+    """A worker asks whether its arbiter lives at most once a second: killed outright, the arbiter leaves workers
+    that notice and stop within a few seconds, answering what they hold."""
+    server = fresh_server()
+    workers = workers_of(server)
+    assert len(workers) == 2
+    server.process.kill()
+    server.process.wait(timeout=10)
+    deadline = time.monotonic() + 8
+    while time.monotonic() < deadline and any(running(pid) for pid in workers):
+        time.sleep(0.1)
+    alive = [pid for pid in workers if running(pid)]
+    assert alive == [], f"workers {alive} outlived their arbiter by 8 s"
+
+
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
