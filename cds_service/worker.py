@@ -68,7 +68,7 @@ BUFFER_BYTES = 64 * 1024 * 1024  # per worker, what the requests being read may 
 LINGER_SECONDS = 2.0  # as gunicorn's close_graceful
 LINGER_BYTES = 64 * 1024
 SLOW_WARNING_SECONDS = 60.0
-NOTIFY_SECONDS = 1.0  # the worker tells the arbiter it is alive at most this often (a quarter of its timeout if less)
+NOTIFY_SECONDS = 1.0  # the worker tells the arbiter it is alive at most this often (see notify)
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 GATHER = object()  # a thread's verdict: the request is not whole yet, the event loop reads the rest
 OUT_OF_DESCRIPTORS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
@@ -507,8 +507,9 @@ class RequestReadingWorker(ThreadWorker):  # type: ignore[misc]
 
     def notify(self) -> None:
         """gunicorn's loop tells the arbiter it is alive (a utime of the worker's file, a system call that lets go of
-        the interpreter lock) on every round of events: under load, twice a request. The arbiter reads it against a
-        timeout of seconds, so once a second is enough (a quarter of the worker's timeout when that is less)."""
+        the interpreter lock) on every round of events: under load, twice a request. The arbiter reads it against
+        server.timeout_seconds, so once a second is enough; a quarter of the worker's timeout when that is less
+        (gunicorn gives a worker half the configured timeout: an eighth of it)."""
         now = time.monotonic()
         if now >= self.next_notify:
             self.next_notify = now + min(NOTIFY_SECONDS, self.timeout / 4)

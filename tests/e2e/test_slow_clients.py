@@ -391,8 +391,8 @@ def test_at_its_connection_limit_a_worker_closes_idle_connections_to_take_new_on
 
 
 def test_workers_tell_the_arbiter_they_are_alive_within_a_short_timeout(fresh_server: Callable[..., Server]) -> None:
-    """The worker tells the arbiter it is alive at most once a second, or a quarter of its timeout when that is
-    less: with a 2 s timeout, the arbiter kills no worker over idle spells and busy ones. (gunicorn's arbiter
+    """The worker tells the arbiter it is alive at most once a second, or an eighth of server.timeout_seconds when
+    that is less: with a 2 s timeout, the arbiter kills no worker over idle spells and busy ones. (gunicorn's arbiter
     never kills a worker that has not told it once; one that goes quiet after telling it is killed.)"""
     server = fresh_server({"server": {"timeout_seconds": 2}})
     before = workers_of(server)
