@@ -658,13 +658,13 @@ def pinned(config: Path, work: Path, plan: PinPlan) -> dict[str, float]:
             if turn(name, plan.warmup_seconds).non2xx:
                 problem(f"pinned warm-up of {name}: non-2xx responses")
         print(f"\n   {'round':<6}{'app':<15}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'requests':>10}{'non-2xx':>9}"
-              f"{'app CPU':>9}{'other CPU':>11}")
+              f"{'app CPU':>9}{'workers %':>11}{'other CPU':>11}")
         for rnd in range(1, plan.rounds + 1):
             for name in servers:
                 r = turn(name, plan.seconds)
                 results[name].append(r)
                 print(f"   {rnd:<6}{name:<15}{r.rps:>9.0f}{ms(r.p50):>9}{ms(r.p99):>9}{r.requests:>10}{r.non2xx:>9}"
-                      f"{r.cores:>6.2f} c{r.other:>10.0f}%")
+                      f"{r.cores:>6.2f} c{r.split:>11}{r.other:>10.0f}%")
                 if r.non2xx or r.wrk_errors or r.socket_errors:
                     problem(f"pinned {name}, round {rnd}: {r.non2xx} non-2xx, socket errors {r.socket_errors!r}")
     finally:
