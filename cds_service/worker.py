@@ -107,7 +107,8 @@ class Outbox:
     Writes are held until the thread is done with the request (`flush`) or HELD_BYTES are waiting: gunicorn
     writes an answer's head and its body apart, and each send is a TCP segment that the kernel carries to the
     client on this worker's core (one send less per call: about 1% of a hook call's CPU on one core,
-    benchmarks/ab.py). A larger answer leaves as it is written."""
+    benchmarks/ab.py). A larger answer leaves as it is written; an informational answer (103 Early Hints, which
+    no route of the service sends) would leave with the final one."""
 
     HELD_BYTES = 64 * 1024
 
