@@ -135,6 +135,8 @@ def stage_calls(app: Any, count: int) -> None:
         reqs = loop(lambda i: request(body[i][0]))
         resources = loop(lambda i: parse.read(reqs[i][1], None, reqs[i][0].context.get("encounterId"),
                                               {*reqs[i][0].prefetch, parse.DRAFT_ORDERS}))
+        if any(r.invalid for r in resources):  # the stages would count another call than the typical one
+            raise SystemExit("a typical request's resources did not validate")
         visits = loop(lambda i: facts.build(resources[i], rt.terms, hook_kind=service.kind,
                                             patient_id=str(reqs[i][0].context["patientId"]),
                                             encounter_id=reqs[i][0].context.get("encounterId")))
@@ -180,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", action="store_true", help="also count the stages of a call apart")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)  # the run under callgrind
     args = parser.parse_args(argv)
+    if args.stages and args.floor:
+        parser.error("--stages counts the service's stages: not with --floor")
     if args.inside:
         with tempfile.TemporaryDirectory(prefix="cds-instructions-") as work:
             app = wsgi_app(args.floor, Path(work))
@@ -192,8 +196,6 @@ def main(argv: list[str] | None = None) -> int:
         print("valgrind is not installed (Debian: apt-get install -y valgrind)", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="cds-callgrind-") as out:
-        if args.stages and args.floor:
-            parser.error("--stages counts the service's stages: not with --floor")
         argv_inner = [sys.executable, __file__, "--inside", "--calls", str(args.calls), *(["--floor"] if args.floor
                                                                                         else []),
                       *(["--stages"] if args.stages else [])]
