@@ -148,12 +148,15 @@ def build(
     encounter_ref = f"Encounter/{encounter_id}" if encounter_id else None
     diagnoses = encounter_diagnoses(resources, encounter_ref)
     unplaced = [ma for ma in resources.administrations if not placed(admin_times(ma), tz)]
+    left_out = {id(ma) for ma in unplaced}
     kept = [ma for ma in resources.administrations
-            if ma.status != "entered-in-error" and all(ma is not bad for bad in unplaced)]  # RULES: ignored
+            if ma.status != "entered-in-error" and id(ma) not in left_out]  # RULES: ignored
     kept = [ma for ma in kept if injected(ma, ma.dosage, resources)]
-    mine = {id(ma) for ma in kept if belongs(ma, encounter_ref, local_date(effective(ma), tz), dos)}
-    current = tuple(administration(ma, resources, terms.formulary, tz, diagnoses) for ma in kept if id(ma) in mine)
-    history = tuple(earlier_dose(ma, resources, terms.formulary, tz) for ma in kept if id(ma) not in mine)
+    when = {id(ma): local_when(ma, tz) for ma in kept}  # each administration's time converted once
+    mine = {id(ma) for ma in kept if belongs(ma, encounter_ref, when[id(ma)][1], dos)}
+    current = tuple(administration(ma, resources, terms.formulary, when[id(ma)], diagnoses)
+                    for ma in kept if id(ma) in mine)
+    history = tuple(earlier_dose(ma, resources, terms.formulary, when[id(ma)]) for ma in kept if id(ma) not in mine)
     if hook_kind == "order-sign":
         order_dos = dos or dt.date.today()
         current = tuple(order(mr, resources, terms.formulary, order_dos, tz, diagnoses) for mr in resources.orders
@@ -384,19 +387,19 @@ def strength_per_ml(med: shapes.Medication | None) -> Quantity | None:
 # --- the facts --------------------------------------------------------------------------------
 
 def administration(
-    ma: shapes.MedicationAdministration, resources: Resources, formulary: Formulary, tz: dt.tzinfo | None,
+    ma: shapes.MedicationAdministration, resources: Resources, formulary: Formulary, when: LocalWhen,
     visit_dx: tuple[str, ...],
 ) -> Injection:
-    """This visit's administration: everything billing and documentation rules read."""
+    """This visit's administration: everything billing and documentation rules read (when: local_when)."""
     dosage = ma.dosage
     route, route_coded = route_of(dosage.route if dosage else None, [dosage.text if dosage else None])
     if route in (RouteClass.IV_PUSH, RouteClass.IV_INFUSION):
         route = iv_route(ma, route)
     dose = dosage.dose if dosage else None
-    found = drug_of(ma, resources, formulary, day=local_date(effective(ma), tz), route=route, dose=dose)
+    found = drug_of(ma, resources, formulary, day=when[1], route=route, dose=dose)
     notes = [n.text for n in ma.note or []] + [dosage.text if dosage else None]
     return given(
-        ma, found, tz,
+        ma, found, when,
         **dosing(found, route, route_coded, dose),
         performer=bool(ma.performer),
         patient_supplied=patient_supplied(ma, notes),
@@ -405,17 +408,27 @@ def administration(
 
 
 def earlier_dose(
-    ma: shapes.MedicationAdministration, resources: Resources, formulary: Formulary, tz: dt.tzinfo | None
+    ma: shapes.MedicationAdministration, resources: Resources, formulary: Formulary, when: LocalWhen
 ) -> Injection:
     """Another encounter's administration: what the frequency rule reads (drug, status and when)."""
-    found = drug_of(ma, resources, formulary, day=local_date(effective(ma), tz), route=RouteClass.UNKNOWN, dose=None)
-    return given(ma, found, tz)
+    found = drug_of(ma, resources, formulary, day=when[1], route=RouteClass.UNKNOWN, dose=None)
+    return given(ma, found, when)
 
 
-def given(ma: shapes.MedicationAdministration, found: DrugFacts, tz: dt.tzinfo | None, **more: Any) -> Injection:
+LocalWhen = tuple[dt.datetime | None, dt.date | None, bool]  # see local_when
+
+
+def local_when(ma: shapes.MedicationAdministration, tz: dt.tzinfo | None) -> LocalWhen:
+    """When an administration was given, in the encounter's time zone: (the date-time, or None for a date
+    alone; its date of service; whether a time of day is charted)."""
+    value = effective(ma)
+    at = local_time(value, tz)
+    return at, at.date() if at is not None else local_date(value, tz), isinstance(value, dt.datetime)
+
+
+def given(ma: shapes.MedicationAdministration, found: DrugFacts, when: LocalWhen, **more: Any) -> Injection:
     """An administration's drug, status and time: what every administration's Injection carries (and more)."""
-    when = effective(ma)
-    at = local_time(when, tz)
+    at, day, timed = when
     return Injection(
         ref=f"MedicationAdministration/{ma.id}",
         kind="administration",
@@ -426,8 +439,8 @@ def given(ma: shapes.MedicationAdministration, found: DrugFacts, tz: dt.tzinfo |
         drug_candidates=found.candidates,
         vaccine=found.vaccine,
         at=at,
-        timed=isinstance(when, dt.datetime),
-        date_of_service=at.date() if at is not None else local_date(when, tz),  # local_date, once converted
+        timed=timed,
+        date_of_service=day,
         **more,
     )
 
@@ -555,10 +568,10 @@ def encounter_diagnoses(resources: Resources, encounter_ref: str | None) -> tupl
             if condition is not None:
                 found += condition_codes(condition)
         found += [c.code.strip().upper() for concept in enc.reasonCode or [] for c in codings(concept) if c.code]
-    for condition in resources.conditions:
+    for condition in resources.conditions if encounter_ref else ():
         linked = ref_key(condition.encounter.reference if condition.encounter is not None else None)
-        categories = {c.code for concept in condition.category or [] for c in codings(concept)}
-        if encounter_ref and linked == encounter_ref and "encounter-diagnosis" in categories:
+        if linked == encounter_ref and any(c.code == "encounter-diagnosis" for concept in condition.category or []
+                                           for c in codings(concept)):
             found += condition_codes(condition)
     return tuple(dict.fromkeys(found))
 

@@ -138,29 +138,39 @@ def validate(where: str, data: Any, into: Resources, *, history: bool = False, p
 
     history=True validates only HISTORY_ELEMENTS of an administration (the rest is not read); plain=True
     says data was read from text that jsontext.loads_plain found plain, which the PLAIN Structs ask."""
+    variant = PLAIN if plain else STRICT
+    return _validate(where, data, into, structs(variant), history_struct(variant) if history else None, plain)
+
+
+def _validate(where: str, data: Any, into: Resources, table: Mapping[str, type[FhirStruct]],
+              history: type[FhirStruct] | None, plain: bool) -> Any | None:
+    """validate, given the Structs of the variant by type and, for an administration read as history,
+    history_struct (read looks them up once per value, not per entry)."""
     if not isinstance(data, dict):
         into.invalid.append(InvalidResource(where, "(unknown)", None, ("entry has no resource object",)))
         return None
     rtype = data.get("resourceType")
     if not isinstance(rtype, str) or rtype not in READ_TYPES:
         return None
-    rid = data.get("id") if isinstance(data.get("id"), str) else None
     try:
-        variant = PLAIN if plain else STRICT
-        struct = history_struct(variant) if history else structs(variant)[rtype]
-        accepted = struct_pass.accept(struct, data, plain=plain)
+        accepted = struct_pass.accept(table[rtype] if history is None else history, data, plain=plain)
         if accepted is not None:
             return accepted
-        if history:
+        if history is not None:
             data = {key: data[key] for key in HISTORY_ELEMENTS if key in data}
-        return validate_repairing(models()[rtype], where, rtype, rid, data, into)
+        return validate_repairing(models()[rtype], where, rtype, resource_id(data), data, into)
     except ValidationError as exc:
-        into.invalid.append(InvalidResource(where, rtype, rid, describe_errors(exc)))
+        into.invalid.append(InvalidResource(where, rtype, resource_id(data), describe_errors(exc)))
     except Exception as exc:  # noqa: BLE001 - a validator of fhir_core failing otherwise on a value of the
         # wrong kind (TypeError, AttributeError, KeyError), a RecursionError in fhir.resources' own path for
         # contained resources: the resource could not be read as FHIR R4, so it is invalid, not a crash
-        into.invalid.append(InvalidResource(where, rtype, rid, (type(exc).__name__,)))
+        into.invalid.append(InvalidResource(where, rtype, resource_id(data), (type(exc).__name__,)))
     return None
+
+
+def resource_id(data: dict[str, Any]) -> str | None:
+    rid = data.get("id")
+    return rid if isinstance(rid, str) else None
 
 
 def validate_repairing(model: type[FastModel], where: str, rtype: str, rid: str | None, data: dict[str, Any],
@@ -212,8 +222,11 @@ def read(
                     where, "Bundle", value.get("id") if isinstance(value.get("id"), str) else None,
                     ("type: missing; read as a collection of its entries",)))
         plain_here = where in plain
+        variant = PLAIN if plain_here else STRICT
+        table, history = structs(variant), history_struct(variant)
         for full_url, data in entries(value):
-            resource = validate(where, data, out, history=is_history(data, encounter_id), plain=plain_here)
+            resource = _validate(where, data, out, table, history if is_history(data, encounter_id) else None,
+                                 plain_here)
             if resource is not None:
                 add(out, resource, full_url, where)
                 if resource.get_resource_type() == "ChargeItem" and resource.id:
@@ -235,6 +248,8 @@ def ref_key(reference: str | None) -> str | None:
     """'http://x/fhir/Encounter/1/_history/2' and 'Encounter/1' both become 'Encounter/1'."""
     if not reference:
         return None
+    if reference.count("/") <= 1:
+        return reference  # "Type/id", as nearly every reference is: below, one slash at most keeps it whole
     parts = [p for p in reference.split("/") if p]
     if "_history" in parts:
         parts = parts[: parts.index("_history")]

@@ -22,6 +22,7 @@ from cds_service.cards import (
     load_templates,
     name_uuid,
 )
+from cds_service.fhir.parse import ref_key
 from cds_service.rules import RULES, evaluate
 from cds_service.rules.model import (
     MAX_UNITS,
@@ -350,3 +351,27 @@ def test_a_json_copy_is_equal_and_shares_nothing(value: dict[str, Any]) -> None:
         return ([id(node)] if isinstance(node, dict | list) else []) + [i for c in children for i in containers(c)]
 
     assert not set(containers(copied)) & set(containers(value))
+
+
+def general_ref_key(reference: str) -> str:
+    """ref_key's rule spelled out: the last type/id pair, before any _history."""
+    parts = [p for p in reference.split("/") if p]
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    return "/".join(parts[-2:]) if len(parts) >= 2 else reference
+
+
+@given(reference=st.text(alphabet=st.sampled_from("ab/_history:.1"), min_size=1, max_size=30)
+       | st.from_regex(r"[A-Za-z]{1,12}/[A-Za-z0-9.\-]{1,20}", fullmatch=True))
+def test_a_reference_is_keyed_by_its_last_type_and_id(reference: str) -> None:
+    assert ref_key(reference) == general_ref_key(reference)
+
+
+def test_reference_keys() -> None:
+    assert ref_key("Encounter/enc-1") == "Encounter/enc-1"
+    assert ref_key("http://x/fhir/Encounter/1/_history/2") == "Encounter/1"
+    assert ref_key("Encounter/1/_history/2") == "Encounter/1"
+    assert ref_key("/Encounter/1") == "Encounter/1"
+    assert ref_key("Encounter/") == "Encounter/"
+    assert ref_key("_history/2") == "_history/2"
+    assert ref_key("") is None and ref_key(None) is None
