@@ -98,8 +98,8 @@ def calls(app: Any, count: int, warm_up: int = WARM_UP) -> None:
 
 def stage_calls(app: Any, count: int) -> None:
     """One loop of `count` per stage (STAGES, in order), then one of whole calls: each is a count of its own."""
-    from cds_service import facts, protocol, rules
-    from cds_service.fhir import parse, prefetch
+    from cds_service import facts, rules
+    from cds_service.fhir import parse
     from cds_service.jsontext import loads_plain
     from cds_service.service import enabled_rules
     from cds_service.web.hooks import json_bytes
@@ -121,20 +121,12 @@ def stage_calls(app: Any, count: int) -> None:
         gc.enable()
         return out
 
-    def request(body: Any) -> tuple[Any, Any]:
-        req = protocol.parse_hook_request(body, service, settings.max_cards)
-        values, _client = prefetch.resolve(
-            templates=service.prefetch, context=req.context, prefetch=req.prefetch, fhir_server=req.fhir_server,
-            token=req.access_token, allowed_servers=settings.fhir.allowed_servers, make_client=rt.make_fhir_client,
-            max_pages=settings.fhir.max_pages)
-        return req, values
-
     def one_round() -> None:
         """Every stage's loop in turn; what each gives is kept until the round ends (freed on return)."""
         body = loop(lambda i: loads_plain(raw[i], settings.max_json_depth))
-        reqs = loop(lambda i: request(body[i][0]))
+        reqs = loop(lambda i: run.checked_request(rt, service, body[i][0]))
         resources = loop(lambda i: parse.read(reqs[i][1], None, reqs[i][0].context.get("encounterId"),
-                                              {*reqs[i][0].prefetch, parse.DRAFT_ORDERS}))
+                                              {*reqs[i][0].prefetch, parse.DRAFT_ORDERS} if body[i][1] else ()))
         if any(r.invalid for r in resources):  # the stages would count another call than the typical one
             raise SystemExit("a typical request's resources did not validate")
         visits = loop(lambda i: facts.build(resources[i], rt.terms, hook_kind=service.kind,

@@ -45,6 +45,9 @@ sys.path.insert(0, str(HERE))
 
 import payloads  # noqa: E402
 
+from cds_service import protocol  # noqa: E402  - here, not in checked_request: an import there costs its stage
+from cds_service.fhir import prefetch  # noqa: E402
+
 BIN = Path(sys.executable).parent
 # The floor runs with the service's own threads per worker (config/default.yaml, server.threads).
 THREADS = int(yaml.safe_load((ROOT / "config" / "default.yaml").read_text(encoding="utf-8"))["server"]["threads"])
@@ -213,11 +216,25 @@ def silence_logs() -> Any:
     return sink
 
 
+def checked_request(rt: Any, service: Any, body: Any) -> tuple[Any, dict[str, Any]]:
+    """The CDS Hooks request check and prefetch of a parsed body, as cds_service.service.handle_hook makes them:
+    (the HookRequest, the prefetched values by key). Its stage in run.py's time per stage and instructions.py's."""
+    settings = rt.settings
+    hook_request = protocol.parse_hook_request(body, service, settings.max_cards)
+    values, _client = prefetch.resolve(
+        templates=service.prefetch, context=hook_request.context, prefetch=hook_request.prefetch,
+        fhir_server=hook_request.fhir_server, token=hook_request.access_token,
+        allowed_servers=settings.fhir.allowed_servers, make_client=rt.make_fhir_client,
+        max_pages=settings.fhir.max_pages,
+    )
+    return hook_request, values
+
+
 def in_process(config: Path, plan: Plan) -> dict[str, float]:
-    from cds_service import facts, protocol, rules
+    from cds_service import facts, rules
     from cds_service import service as service_mod
     from cds_service.app import create_app
-    from cds_service.fhir import parse, prefetch
+    from cds_service.fhir import parse
     from cds_service.fhir.gather import unresolved_medications
     from cds_service.jsontext import loads_plain
 
@@ -272,13 +289,7 @@ def in_process(config: Path, plan: Plan) -> dict[str, float]:
             t0 = time.perf_counter()
             body, plain_text = loads_plain(raw, settings.max_json_depth)
             t1 = time.perf_counter()
-            hook_request = protocol.parse_hook_request(body, service, settings.max_cards)
-            values, _client = prefetch.resolve(
-                templates=service.prefetch, context=hook_request.context, prefetch=hook_request.prefetch,
-                fhir_server=hook_request.fhir_server, token=hook_request.access_token,
-                allowed_servers=settings.fhir.allowed_servers, make_client=rt.make_fhir_client,
-                max_pages=settings.fhir.max_pages,
-            )
+            hook_request, values = checked_request(rt, service, body)
             t2 = time.perf_counter()
             draft = hook_request.context.get("draftOrders") if service.kind == "order-sign" else None
             plain = {*hook_request.prefetch, parse.DRAFT_ORDERS} if plain_text else ()
